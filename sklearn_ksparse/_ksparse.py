@@ -1,0 +1,906 @@
+"""The K-sparse autoencoder estimator."""
+
+import time
+import warnings
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn import get_config
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._kernels import encode_pre_activations
+from ._topk import apply_activation, codes_to_csr, select_topk
+from ._training import (
+    TopKTrainer,
+    TrainingDivergedError,
+    dense_rows,
+    initial_parameters,
+    initial_pre_bias,
+    make_optimizer,
+)
+
+# Other formats are converted to CSR, whose row slicing the minibatches need.
+_ACCEPTED_SPARSE = "csr"
+_FLOAT_DTYPES = (np.float64, np.float32)
+
+
+@contextmanager
+def _restore_on_error(estimator):
+    """Put back every attribute of ``estimator`` if the body raises.
+
+    Fitted arrays are replaced, never written in place, so a shallow copy of
+    ``__dict__`` is enough to restore the previous model exactly.
+    """
+    saved = estimator.__dict__.copy()
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+class KSparseAutoencoder(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    r"""K-sparse autoencoder: an overcomplete code with k active units per sample.
+
+    For a sample :math:`x \in \mathbb{R}^d` the model computes
+
+    .. math::
+
+        a &= W_{enc} (x - b_{pre}) + b_{enc}, \\
+        z &= \sigma(\operatorname{TopK}_k(a)), \\
+        \hat{x} &= W_{dec}^{\top} z + b_{pre},
+
+    where :math:`\operatorname{TopK}_k` keeps the k largest of the
+    ``n_components`` pre-activations and sets the others to zero, and
+    :math:`\sigma` is the identity or ReLU applied to the kept values. The rows
+    of :math:`W_{dec}` are the decoder atoms ``components_``. Training minimises
+
+    .. math::
+
+        L = \frac{1}{2n} \sum_{i=1}^{n} \lVert x_i - \hat{x}_i \rVert^2
+            + \lambda_{aux} \frac{1}{2n} \sum_{i=1}^{n}
+              \lVert (x_i - \hat{x}_i) - \hat{e}_i \rVert^2
+
+    by minibatch Adam or momentum SGD, with gradients flowing only through the
+    kept units. :math:`\hat{e}_i = W_{dec}^{\top} \sigma(\operatorname{TopK}_{k_{aux}}
+    (a_i|_{dead}))` is the reconstruction of the error by the ``auxk_k`` largest
+    pre-activations among the dead units (AuxK), which pulls units that stopped
+    firing back into use.
+
+    The method follows Makhzani and Frey [1]_ (top-k selection, tied weights, a
+    k that decreases during training, encoding with ``transform_k`` units for
+    classifier features) and Gao et al. [2]_ (pre-encoder bias, encoder
+    initialised as the decoder's transpose, unit-norm atoms, AuxK).
+
+    Parameters
+    ----------
+    n_components : int, default=256
+        Number of hidden units (dictionary atoms).
+    k : int, default=16
+        Number of active units per sample during training. Values larger than
+        ``n_components`` are reduced to ``n_components`` with a warning.
+    transform_k : int, default=None
+        Number of active units per sample in :meth:`transform`. None means
+        ``k``. Makhzani and Frey encode with a multiple of ``k`` (for example
+        ``3 * k``) when the codes feed a classifier.
+    activation : {"relu", "identity"}, default="relu"
+        Applied to the kept pre-activations. With "relu" a row can have fewer
+        than k nonzeros; "identity" is the linear model of Makhzani and Frey.
+    solver : {"adam", "sgd"}, default="adam"
+        Optimizer.
+    learning_rate_init : float, default=1e-3
+        Step size of the optimizer.
+    batch_size : int or "auto", default="auto"
+        Rows per minibatch. "auto" means ``min(256, n_samples)``.
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the training rows) in :meth:`fit`.
+    shuffle : bool, default=True
+        Shuffle the rows before each epoch.
+    tol : float, default=1e-4
+        Relative tolerance: training stops once the loss (or, with
+        ``early_stopping``, the validation score) has not improved by at least
+        ``tol`` times its best value for ``n_iter_no_change`` epochs in a row.
+    n_iter_no_change : int, default=10
+        Number of epochs without improvement tolerated before stopping.
+    momentum : float, default=0.9
+        Momentum of the "sgd" solver, in [0, 1].
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum with the "sgd" solver.
+    beta_1 : float, default=0.9
+        Decay rate of Adam's first moment estimate, in [0, 1).
+    beta_2 : float, default=0.999
+        Decay rate of Adam's second moment estimate, in [0, 1).
+    epsilon : float, default=1e-8
+        Adam's numerical stability term.
+    warm_start : bool, default=False
+        Start :meth:`fit` from the weights of the previous fit instead of a new
+        initialisation.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their explained
+        variance stops improving, and keep the best weights.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out when ``early_stopping`` is True.
+    tied_weights : bool, default=False
+        Use the decoder atoms as encoder weights, ``W_enc = W_dec``.
+    initial_k : int, "auto" or None, default="auto"
+        Number of active units in the first epoch. It decreases linearly to
+        ``k`` over the first ``k_schedule_fraction`` of ``max_iter``, so that
+        more units receive gradient early and fewer die. "auto" means
+        ``min(4 * k, n_components)``; None trains with ``k`` from the start.
+    k_schedule_fraction : float, default=0.25
+        Fraction of ``max_iter`` over which k decreases to its final value.
+    pre_bias_init : {"mean", "geometric_median", "zeros"}, default="mean"
+        Initial value of ``b_pre``: the mean of the training rows, their
+        geometric median (on at most 4096 of them), or zero.
+    normalize_components : bool, default=True
+        Keep the decoder atoms at unit norm: the gradient component parallel to
+        each atom is removed before each step and the atoms are rescaled after.
+    auxk_coef : float, default=1/32
+        Weight of the auxiliary loss; 0 disables it.
+    auxk_k : int or "auto", default="auto"
+        Number of dead units that reconstruct the error in the auxiliary loss.
+        "auto" means ``max(1, n_features // 2)``.
+    dead_after : int, default=10000
+        A unit counts as dead once it has not fired for this many training
+        samples.
+    transform_algorithm : {"encoder", "least_squares"}, default="encoder"
+        How :meth:`transform` computes the code values. "encoder" uses the
+        encoder's activations. "least_squares" keeps the encoder's top
+        ``transform_k`` units and refits their values by least squares on the
+        selected atoms, which lowers the reconstruction error at extra cost;
+        the refitted values are not constrained to be non-negative.
+    sparse_output : bool, default=True
+        Return CSR matrices from :meth:`transform`; False returns dense arrays.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffling and the validation split.
+    verbose : int, default=0
+        Print one line per epoch with the loss, k, dead units and time.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Decoder atoms, the rows of :math:`W_{dec}`.
+    encoder_weights_ : ndarray of shape (n_components, n_features)
+        Encoder weights :math:`W_{enc}`; the same array as ``components_`` when
+        ``tied_weights`` is True.
+    encoder_bias_ : ndarray of shape (n_components,)
+        Encoder bias :math:`b_{enc}`.
+    pre_bias_ : ndarray of shape (n_features,)
+        Pre-encoder bias :math:`b_{pre}`, subtracted before encoding and added
+        back after decoding.
+    n_iter_ : int
+        Number of epochs run: by the last :meth:`fit`, plus one per
+        :meth:`partial_fit` call after it.
+    t_ : int
+        Number of optimizer steps (minibatches) since initialisation.
+    loss_curve_ : list of float
+        Mean training loss of each epoch (of each :meth:`partial_fit` call).
+    k_curve_ : list of int
+        Number of active units used in each epoch.
+    activation_frequency_ : ndarray of shape (n_components,)
+        Fraction of the rows of the last epoch in which each unit was nonzero.
+    n_dead_components_ : int
+        Number of units that were zero on every row of the last epoch.
+    validation_scores_ : list of float or None
+        Explained variance on the held-out rows after each epoch, when
+        ``early_stopping`` is True.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``; its weights are the ones kept.
+    best_loss_ : float or None
+        Lowest training loss seen, when ``early_stopping`` is False.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
+        column names.
+
+    See Also
+    --------
+    sklearn.decomposition.MiniBatchDictionaryLearning : Sparse coding with a
+        learned dictionary and an iterative solver per sample.
+    sklearn.neural_network.BernoulliRBM : Another unsupervised feature learner.
+
+    References
+    ----------
+    .. [1] A. Makhzani and B. Frey, "k-Sparse Autoencoders", ICLR 2014.
+       https://arxiv.org/abs/1312.5663
+    .. [2] L. Gao et al., "Scaling and evaluating sparse autoencoders", 2024.
+       https://arxiv.org/abs/2406.04093
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_ksparse import KSparseAutoencoder
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> model = KSparseAutoencoder(n_components=128, k=8, max_iter=5, random_state=0)
+    >>> codes = model.fit_transform(X / 16)
+    >>> codes.shape
+    (1797, 128)
+    >>> int(codes.getnnz(axis=1).max()) <= 8
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "transform_k": [Interval(Integral, 1, None, closed="left"), None],
+        "activation": [StrOptions({"relu", "identity"})],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "tied_weights": ["boolean"],
+        "initial_k": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+            None,
+        ],
+        "k_schedule_fraction": [Interval(Real, 0, 1, closed="both")],
+        "pre_bias_init": [StrOptions({"mean", "geometric_median", "zeros"})],
+        "normalize_components": ["boolean"],
+        "auxk_coef": [Interval(Real, 0, None, closed="left")],
+        "auxk_k": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "dead_after": [Interval(Integral, 1, None, closed="left")],
+        "transform_algorithm": [StrOptions({"encoder", "least_squares"})],
+        "sparse_output": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        k=16,
+        transform_k=None,
+        activation="relu",
+        solver="adam",
+        learning_rate_init=1e-3,
+        batch_size="auto",
+        max_iter=200,
+        shuffle=True,
+        tol=1e-4,
+        n_iter_no_change=10,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        tied_weights=False,
+        initial_k="auto",
+        k_schedule_fraction=0.25,
+        pre_bias_init="mean",
+        normalize_components=True,
+        auxk_coef=1 / 32,
+        auxk_k="auto",
+        dead_after=10000,
+        transform_algorithm="encoder",
+        sparse_output=True,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.k = k
+        self.transform_k = transform_k
+        self.activation = activation
+        self.solver = solver
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.tied_weights = tied_weights
+        self.initial_k = initial_k
+        self.k_schedule_fraction = k_schedule_fraction
+        self.pre_bias_init = pre_bias_init
+        self.normalize_components = normalize_components
+        self.auxk_coef = auxk_coef
+        self.auxk_k = auxk_k
+        self.dead_after = dead_after
+        self.transform_algorithm = transform_algorithm
+        self.sparse_output = sparse_output
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    # Effective values derived from the parameters
+    # ------------------------------------------------------------------
+
+    def _effective_k(self, value, name):
+        """Clamp a number of active units to ``n_components``, with a warning."""
+        if value > self.n_components:
+            warnings.warn(
+                f"{name}={value} is larger than n_components={self.n_components}; "
+                f"using {name}={self.n_components}. Lower {name} or raise "
+                "n_components to silence this warning.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return self.n_components
+        return value
+
+    def _k_schedule(self, k):
+        """Return the number of active units for each epoch of :meth:`fit`."""
+        if self.initial_k is None:
+            start = k
+        elif self.initial_k == "auto":
+            start = min(4 * k, self.n_components)
+        else:
+            start = min(max(self.initial_k, k), self.n_components)
+        n_decay = int(self.k_schedule_fraction * self.max_iter)
+        schedule = np.full(self.max_iter, k, dtype=np.int64)
+        if n_decay > 0 and start > k:
+            steps = np.arange(n_decay) / n_decay
+            schedule[:n_decay] = np.round(start + (k - start) * steps)
+        return schedule
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(256, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                f"batch_size={self.batch_size} is larger than the number of "
+                f"samples ({n_samples}); using batch_size={n_samples}.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return n_samples
+        return self.batch_size
+
+    def _hyperparams(self):
+        names = (
+            "learning_rate_init", "beta_1", "beta_2", "epsilon", "momentum",
+            "nesterovs_momentum",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
+    # ------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------
+
+    def _validate_training_input(self, X, reset):
+        return validate_data(
+            self,
+            X,
+            accept_sparse=_ACCEPTED_SPARSE,
+            dtype=_FLOAT_DTYPES,
+            reset=reset,
+            ensure_min_samples=1,
+        )
+
+    def _new_trainer(self, X, random_state):
+        dtype = X.dtype
+        pre_bias = initial_pre_bias(X, self.pre_bias_init, dtype, random_state)
+        params = initial_parameters(
+            self.n_components, pre_bias, self.tied_weights, random_state
+        )
+        return self._trainer_from_params(params, X.shape[1])
+
+    def _trainer_from_params(self, params, n_features):
+        names = [name for name in TopKTrainer.PARAM_ORDER if name in params]
+        optimizer = make_optimizer(
+            [params[name] for name in names], self.solver, self._hyperparams()
+        )
+        auxk_k = max(1, n_features // 2) if self.auxk_k == "auto" else self.auxk_k
+        return TopKTrainer(
+            params,
+            optimizer,
+            activation=self.activation,
+            normalize_components=self.normalize_components,
+            auxk_coef=self.auxk_coef,
+            auxk_k=auxk_k,
+            dead_after=self.dead_after,
+        )
+
+    def _reset_optimizer(self, trainer, n_features):
+        fresh = self._trainer_from_params(trainer.params, n_features)
+        fresh.samples_since_fired = trainer.samples_since_fired
+        fresh.n_steps = trainer.n_steps
+        return fresh
+
+    def _check_warm_structure(self):
+        """Raise if a parameter that shapes the weights changed since the fit."""
+        trainer = self._trainer
+        n_components = trainer.params["components"].shape[0]
+        if n_components != self.n_components or trainer.tied_weights != bool(
+            self.tied_weights
+        ):
+            raise ValueError(
+                "n_components or tied_weights changed since the model was fitted "
+                f"(fitted with n_components={n_components}, "
+                f"tied_weights={trainer.tied_weights}). Call fit to train a new "
+                "model with the new values."
+            )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder on X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. Sparse input is densified one minibatch at a time.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : KSparseAutoencoder
+            Fitted estimator.
+        """
+        with _restore_on_error(self):
+            warm = self.warm_start and hasattr(self, "_trainer")
+            X = self._validate_training_input(X, reset=not warm)
+            k = self._effective_k(self.k, "k")
+            random_state = check_random_state(self.random_state)
+            if warm:
+                self._check_warm_structure()
+                trainer = self._reset_optimizer(self._trainer.copy(), X.shape[1])
+                trainer = self._cast_trainer(trainer, X.dtype)
+            else:
+                trainer = self._new_trainer(X, random_state)
+            X_train, X_valid = self._split_validation(X, random_state)
+            history = self._fit_epochs(trainer, X_train, X_valid, k, random_state)
+            self._store_fit(trainer, history, random_state)
+        return self
+
+    def _cast_trainer(self, trainer, dtype):
+        if trainer.params["components"].dtype == dtype:
+            return trainer
+        for name, value in trainer.params.items():
+            trainer.params[name] = value.astype(dtype)
+        return self._reset_optimizer(trainer, trainer.params["pre_bias"].shape[0])
+
+    def _split_validation(self, X, random_state):
+        if not self.early_stopping:
+            return X, None
+        n_samples = X.shape[0]
+        n_valid = int(np.ceil(self.validation_fraction * n_samples))
+        if n_samples - n_valid < 1:
+            raise ValueError(
+                f"early_stopping needs at least 2 samples, got {n_samples}. "
+                "Pass more samples or set early_stopping=False."
+            )
+        order = random_state.permutation(n_samples)
+        valid_rows = np.sort(order[:n_valid])
+        train_rows = np.sort(order[n_valid:])
+        return X[train_rows], X[valid_rows]
+
+    def _fit_epochs(self, trainer, X_train, X_valid, k, random_state):
+        """Run the epochs of :meth:`fit` with the k schedule and stopping rules."""
+        schedule = self._k_schedule(k)
+        n_decay = int(np.count_nonzero(schedule != k))
+        batch_size = self._batch_size(X_train.shape[0])
+        history = _FitHistory(self.tol, self.n_iter_no_change)
+        start_time = time.perf_counter()
+        for epoch, epoch_k in enumerate(schedule):
+            loss, fired = self._run_epoch(
+                trainer, X_train, int(epoch_k), batch_size, random_state
+            )
+            score = None
+            if X_valid is not None:
+                score = _explained_variance(
+                    X_valid, self._params_encoder(trainer.params), int(epoch_k)
+                )
+            history.record(loss, int(epoch_k), fired / X_train.shape[0], score)
+            self._print_epoch(history, time.perf_counter() - start_time)
+            if epoch < n_decay:
+                continue
+            if history.should_stop(trainer, after_schedule=epoch == n_decay):
+                break
+        else:
+            if not history.converged:
+                warnings.warn(
+                    f"KSparseAutoencoder stopped after max_iter={self.max_iter} "
+                    "epochs before the loss converged. Raise max_iter or tol.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+        return history
+
+    def _run_epoch(self, trainer, X, k, batch_size, random_state):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                return trainer.run_epoch(X, k, batch_size, self.shuffle, random_state)
+        except TrainingDivergedError as error:
+            raise TrainingDivergedError(
+                f"Training diverged: {error} after {trainer.n_steps} steps. "
+                f"Lower learning_rate_init (now {self.learning_rate_init}) or "
+                "scale the input, for example with StandardScaler; the model was "
+                "left as it was before this call."
+            ) from error
+
+    def _params_encoder(self, params):
+        return _Encoder(
+            params.get("encoder_weights", params["components"]),
+            params["encoder_bias"],
+            params["pre_bias"],
+            params["components"],
+            self.activation,
+        )
+
+    def _print_epoch(self, history, elapsed):
+        if not self.verbose:
+            return
+        line = (
+            f"[KSparseAutoencoder] epoch {len(history.losses)}, "
+            f"loss {history.losses[-1]:.6g}, k {history.ks[-1]}, "
+            f"dead {int(np.sum(history.frequency == 0))}"
+        )
+        if history.scores:
+            line += f", validation score {history.scores[-1]:.6g}"
+        print(f"{line}, {elapsed:.2f} s")
+
+    def _store_fit(self, trainer, history, random_state):
+        if history.best_params is not None:
+            trainer.params = history.best_params
+        self._trainer = trainer
+        self._random_state = random_state
+        self._export_params()
+        self.n_iter_ = len(history.losses)
+        self.loss_curve_ = list(history.losses)
+        self.k_curve_ = list(history.ks)
+        self._store_frequency(history.frequency)
+        self.validation_scores_ = list(history.scores) if history.scores else None
+        self.best_validation_score_ = history.best_score
+        self.best_loss_ = None if history.scores else history.best_loss
+
+    def _store_frequency(self, frequency):
+        self.activation_frequency_ = frequency
+        self.n_dead_components_ = int(np.count_nonzero(frequency == 0))
+
+    def _export_params(self):
+        params = self._trainer.params
+        self.components_ = params["components"]
+        self.encoder_weights_ = params.get("encoder_weights", params["components"])
+        self.encoder_bias_ = params["encoder_bias"]
+        self.pre_bias_ = params["pre_bias"]
+        self.t_ = self._trainer.n_steps
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Make one pass over X in minibatches, initialising on the first call.
+
+        The first call initialises the weights from X; later calls continue
+        from the current weights and optimizer state. ``k`` is used throughout:
+        the k schedule and early stopping apply to :meth:`fit` only.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : KSparseAutoencoder
+            The updated estimator.
+        """
+        with _restore_on_error(self):
+            first_call = not hasattr(self, "_trainer")
+            X = self._validate_training_input(X, reset=first_call)
+            k = self._effective_k(self.k, "k")
+            if first_call:
+                random_state = check_random_state(self.random_state)
+                trainer = self._new_trainer(X, random_state)
+                history = _FitHistory(self.tol, self.n_iter_no_change)
+            else:
+                self._check_warm_structure()
+                random_state = _copy_random_state(self._random_state)
+                trainer = self._cast_trainer(self._trainer.copy(), X.dtype)
+            loss, fired = self._run_epoch(
+                trainer, X, k, self._batch_size(X.shape[0]), random_state
+            )
+            self._trainer = trainer
+            self._random_state = random_state
+            self._export_params()
+            if first_call:
+                self._store_fit(trainer, history, random_state)
+            self.n_iter_ += 1
+            self.loss_curve_ = self.loss_curve_ + [loss]
+            self.k_curve_ = self.k_curve_ + [k]
+            self._store_frequency(fired / X.shape[0])
+        return self
+
+    # ------------------------------------------------------------------
+    # Encoding and decoding
+    # ------------------------------------------------------------------
+
+    def _fitted_encoder(self, dtype):
+        return _Encoder(
+            self.encoder_weights_.astype(dtype, copy=False),
+            self.encoder_bias_.astype(dtype, copy=False),
+            self.pre_bias_.astype(dtype, copy=False),
+            self.components_.astype(dtype, copy=False),
+            self.activation,
+        )
+
+    def _transform_k(self):
+        value = self.k if self.transform_k is None else self.transform_k
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return self._effective_k(value, "transform_k")
+
+    def transform(self, X):
+        """Encode X as sparse codes with at most ``transform_k`` nonzeros per row.
+
+        Rows are encoded in chunks, so the extra memory is bounded by a chunk
+        of ``n_components`` pre-activations and the CSR result.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        codes : scipy.sparse.csr_matrix or ndarray of shape (n_samples, n_components)
+            Canonical CSR matrix (sorted indices, no explicit zeros) in the
+            float dtype of X, or a dense array when ``sparse_output=False``.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=_ACCEPTED_SPARSE, dtype=_FLOAT_DTYPES, reset=False
+        )
+        if sp.issparse(X):
+            X = X.tocsr()
+        encoder = self._fitted_encoder(X.dtype)
+        codes = encoder.encode(
+            X, self._transform_k(), self.transform_algorithm == "least_squares"
+        )
+        return codes if self.sparse_output else codes.toarray()
+
+    def inverse_transform(self, X):
+        """Map codes back to the input space: ``X @ components_ + pre_bias_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_components)
+            Codes, sparse or dense, for example from :meth:`transform`.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features)
+            Reconstructions, in the float dtype of the codes.
+        """
+        check_is_fitted(self)
+        codes = check_array(X, accept_sparse=_ACCEPTED_SPARSE, dtype=_FLOAT_DTYPES)
+        n_components = self.components_.shape[0]
+        if codes.shape[1] != n_components:
+            raise ValueError(
+                f"X has {codes.shape[1]} columns, but KSparseAutoencoder has "
+                f"{n_components} components; inverse_transform expects codes of "
+                f"shape (n_samples, {n_components}) such as transform returns."
+            )
+        if sp.issparse(codes):
+            codes = codes.tocsr()
+        components = self.components_.astype(codes.dtype, copy=False)
+        reconstruction = np.asarray(codes @ components)
+        reconstruction += self.pre_bias_.astype(codes.dtype, copy=False)
+        return reconstruction
+
+    def score(self, X, y=None):
+        """Return the explained variance of the reconstruction of X.
+
+        The score is ``1 - ||X - X_hat||^2 / ||X - mean(X)||^2`` with
+        ``X_hat = inverse_transform(transform(X))``, so higher is better and
+        :class:`~sklearn.model_selection.GridSearchCV` can compare values of
+        ``k`` without labels. Constant X scores 1.0 when reconstructed exactly
+        and 0.0 otherwise.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to reconstruct.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+            Explained variance.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=_ACCEPTED_SPARSE, dtype=_FLOAT_DTYPES, reset=False
+        )
+        if sp.issparse(X):
+            X = X.tocsr()
+        encoder = self._fitted_encoder(X.dtype)
+        least_squares = self.transform_algorithm == "least_squares"
+        return _explained_variance(X, encoder, self._transform_k(), least_squares)
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class _Encoder:
+    """Fitted weights of one dtype, with chunked encoding and reconstruction."""
+
+    def __init__(self, encoder_weights, encoder_bias, pre_bias, components, activation):
+        self.encoder_weights = encoder_weights
+        self.encoder_bias = encoder_bias
+        self.pre_bias = pre_bias
+        self.components = components
+        self.activation = activation
+
+    def chunks(self, n_samples):
+        n_components, n_features = self.components.shape
+        row_bytes = (4 * n_components + 2 * n_features) * self.components.itemsize
+        # scikit-learn's working_memory setting is in MiB
+        budget = get_config()["working_memory"] * 2**20
+        chunk_rows = min(max(int(budget // row_bytes), 1), max(n_samples, 1))
+        return gen_batches(n_samples, chunk_rows)
+
+    def encode_chunk(self, X, k, least_squares):
+        """Return the kept units and code values of the dense rows X."""
+        centered, pre_activations = encode_pre_activations(
+            X, self.encoder_weights, self.encoder_bias, self.pre_bias
+        )
+        indices, kept = select_topk(pre_activations, k)
+        if least_squares:
+            return indices, _least_squares_values(centered, self.components, indices)
+        return indices, apply_activation(kept, self.activation)
+
+    def encode(self, X, k, least_squares=False):
+        """Return canonical CSR codes of X, assembled chunk by chunk."""
+        pieces = []
+        for rows in self.chunks(X.shape[0]):
+            batch = dense_rows(X, rows, self.components.dtype)
+            indices, values = self.encode_chunk(batch, k, least_squares)
+            pieces.append(codes_to_csr(indices, values, self.components.shape[0]))
+        codes = sp.vstack(pieces, format="csr") if len(pieces) > 1 else pieces[0]
+        codes.has_sorted_indices = True
+        return codes
+
+    def reconstruct_chunk(self, X, k, least_squares):
+        indices, values = self.encode_chunk(X, k, least_squares)
+        atoms = np.take(self.components, indices, axis=0)
+        return np.matmul(values[:, None, :], atoms)[:, 0, :] + self.pre_bias
+
+
+def _least_squares_values(centered, components, indices):
+    """Refit the code values on the selected atoms by batched least squares.
+
+    For each row, solves ``min_c ||centered - c @ atoms||^2`` over the atoms
+    chosen by the encoder, through the normal equations with a tiny ridge term
+    that keeps duplicated atoms solvable.
+    """
+    atoms = np.take(components, indices, axis=0)
+    gram = np.matmul(atoms, atoms.transpose(0, 2, 1))
+    rhs = np.matmul(atoms, centered[:, :, None])
+    k = indices.shape[1]
+    trace = np.trace(gram, axis1=1, axis2=2)
+    ridge = (1e-6 * np.maximum(trace, 1e-12) / k).astype(gram.dtype)
+    gram[:, np.arange(k), np.arange(k)] += ridge[:, None]
+    return np.linalg.solve(gram, rhs)[:, :, 0]
+
+
+def _explained_variance(X, encoder, k, least_squares=False):
+    """Compute ``1 - ||X - X_hat||^2 / ||X - mean(X)||^2`` chunk by chunk."""
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    residual_sum = 0.0
+    total_sum = 0.0
+    for rows in encoder.chunks(X.shape[0]):
+        batch = dense_rows(X, rows, encoder.components.dtype)
+        reconstruction = encoder.reconstruct_chunk(batch, k, least_squares)
+        residual_sum += float(np.sum((batch - reconstruction) ** 2, dtype=np.float64))
+        total_sum += float(np.sum((batch - mean) ** 2, dtype=np.float64))
+    if total_sum == 0:
+        return 1.0 if residual_sum == 0 else 0.0
+    return 1.0 - residual_sum / total_sum
+
+
+class _FitHistory:
+    """Per-epoch losses and scores of :meth:`KSparseAutoencoder.fit`, with the
+    stopping rule."""
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.losses = []
+        self.ks = []
+        self.scores = []
+        self.frequency = None
+        self.best_loss = None
+        self.best_score = None
+        self.best_params = None
+        self.no_improvement_count = 0
+        self.converged = False
+
+    def record(self, loss, k, frequency, score):
+        self.losses.append(loss)
+        self.ks.append(k)
+        self.frequency = frequency
+        if score is not None:
+            self.scores.append(score)
+
+    def should_stop(self, trainer, after_schedule):
+        """Update the best values and return whether training should stop."""
+        if after_schedule:
+            self.best_loss = None
+            self.best_score = None
+            self.no_improvement_count = 0
+        if self.scores:
+            improved = self._update_best_score(trainer)
+        else:
+            improved = self._update_best_loss()
+        self.no_improvement_count = 0 if improved else self.no_improvement_count + 1
+        self.converged = self.no_improvement_count >= self.n_iter_no_change
+        return self.converged
+
+    def _update_best_loss(self):
+        loss = self.losses[-1]
+        if self.best_loss is None:
+            self.best_loss = loss
+            return True
+        improved = loss < self.best_loss - self.tol * abs(self.best_loss)
+        self.best_loss = min(self.best_loss, loss)
+        return improved
+
+    def _update_best_score(self, trainer):
+        score = self.scores[-1]
+        if self.best_score is not None:
+            improved = score > self.best_score + self.tol * abs(self.best_score)
+        else:
+            improved = True
+        if self.best_score is None or score > self.best_score:
+            self.best_score = score
+            self.best_params = {
+                name: value.copy() for name, value in trainer.params.items()
+            }
+        return improved
+
+
+def _copy_random_state(random_state):
+    clone = np.random.RandomState()
+    clone.set_state(random_state.get_state())
+    return clone

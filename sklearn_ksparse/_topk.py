@@ -1,0 +1,117 @@
+"""Top-k selection over the rows of a pre-activation matrix, and CSR assembly."""
+
+import numpy as np
+import scipy.sparse as sp
+
+# Rows narrower than this go straight to ``np.argpartition``: the group-maximum
+# filter below only pays off once a row no longer fits the selection kernel's
+# fast path (measured with NumPy 2.4 on AVX-512: about 5 ns per element at
+# 2048 columns, 2 ns at 512).
+_MIN_COLUMNS_FOR_FILTER = 512
+
+
+def select_topk(pre_activations, k):
+    """Select the k largest entries of each row.
+
+    Parameters
+    ----------
+    pre_activations : ndarray of shape (n_samples, n_components)
+        Finite values.
+    k : int
+        Number of entries to keep per row, ``1 <= k <= n_components``.
+
+    Returns
+    -------
+    indices : ndarray of shape (n_samples, k), dtype intp
+        Column of each kept entry, in no particular order within a row.
+    values : ndarray of shape (n_samples, k)
+        The kept entries, in the order of ``indices``.
+    """
+    n_samples, n_components = pre_activations.shape
+    if k >= n_components:
+        indices = np.broadcast_to(np.arange(n_components), (n_samples, n_components))
+        return np.ascontiguousarray(indices), pre_activations.copy()
+    n_groups = max(4 * k, 32)
+    if n_components < max(_MIN_COLUMNS_FOR_FILTER, 4 * n_groups):
+        indices = np.argpartition(pre_activations, n_components - k, axis=1)
+        indices = indices[:, n_components - k :]
+        return indices, np.take_along_axis(pre_activations, indices, axis=1)
+    return _select_topk_filtered(pre_activations, k, n_groups)
+
+
+def _select_topk_filtered(pre_activations, k, n_groups):
+    """Select the top k per row after discarding entries below a cheap bound.
+
+    The columns are split into ``n_groups`` interleaved groups. The k-th largest
+    group maximum is a lower bound on the row's k-th largest entry, because k
+    distinct entries reach it, so every entry of the top k survives the filter
+    ``pre_activations >= bound``. Only the few survivors go through the exact
+    partial selection.
+    """
+    n_samples, n_components = pre_activations.shape
+    group_size = n_components // n_groups
+    grouped = pre_activations[:, : n_groups * group_size]
+    group_max = grouped.reshape(n_samples, group_size, n_groups).max(axis=1)
+    bound = np.partition(group_max, n_groups - k, axis=1)[:, n_groups - k]
+
+    survivors = pre_activations >= bound[:, None]
+    counts = np.count_nonzero(survivors, axis=1)
+    rows, columns = np.nonzero(survivors)
+    width = int(counts.max())
+    row_starts = np.zeros(n_samples, dtype=np.intp)
+    np.cumsum(counts[:-1], out=row_starts[1:])
+    slots = np.arange(rows.size) - np.repeat(row_starts, counts)
+
+    candidates = np.full((n_samples, width), -np.inf, dtype=pre_activations.dtype)
+    candidates[rows, slots] = pre_activations[rows, columns]
+    candidate_columns = np.zeros((n_samples, width), dtype=np.intp)
+    candidate_columns[rows, slots] = columns
+
+    chosen = np.argpartition(candidates, width - k, axis=1)[:, width - k :]
+    indices = np.take_along_axis(candidate_columns, chosen, axis=1)
+    values = np.take_along_axis(candidates, chosen, axis=1)
+    return indices, values
+
+
+def apply_activation(values, activation):
+    """Return the kept pre-activations after ``activation`` ("relu" or "identity")."""
+    if activation == "relu":
+        return np.maximum(values, 0)
+    return values
+
+
+def codes_to_csr(indices, values, n_components):
+    """Assemble canonical CSR codes from per-row indices and values.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n_samples, k)
+        Columns of the kept units, in any order within a row.
+    values : ndarray of shape (n_samples, k)
+        Code values; exact zeros are dropped.
+    n_components : int
+        Number of columns of the result.
+
+    Returns
+    -------
+    codes : scipy.sparse.csr_matrix of shape (n_samples, n_components)
+        Sorted column indices, no explicit zeros, dtype of ``values``.
+    """
+    n_samples = indices.shape[0]
+    order = np.argsort(indices, axis=1, kind="stable")
+    indices = np.take_along_axis(indices, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    nonzero = values != 0
+    indptr = np.zeros(n_samples + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(nonzero, axis=1), out=indptr[1:])
+    index_dtype = np.int32 if max(n_components, indptr[-1]) < 2**31 else np.int64
+    codes = sp.csr_matrix(
+        (
+            values[nonzero],
+            indices[nonzero].astype(index_dtype, copy=False),
+            indptr.astype(index_dtype, copy=False),
+        ),
+        shape=(n_samples, n_components),
+    )
+    codes.has_sorted_indices = True
+    return codes

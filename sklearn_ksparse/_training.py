@@ -1,0 +1,288 @@
+"""Minibatch training of the top-k autoencoder: initialisation, steps and epochs."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._kernels import SparseForward, backpropagate, encode_pre_activations
+from ._optimizers import AdamOptimizer, SGDOptimizer
+
+
+class TrainingDivergedError(ValueError):
+    """Raised when the loss or the weights stop being finite during training."""
+
+
+def dense_rows(X, rows, dtype):
+    """Return ``X[rows]`` as a C-contiguous dense array of ``dtype``.
+
+    Only the selected rows are densified, so sparse input never becomes a dense
+    copy of the whole matrix.
+    """
+    batch = X[rows]
+    if sp.issparse(batch):
+        batch = batch.toarray()
+    return np.ascontiguousarray(batch, dtype=dtype)
+
+
+def geometric_median(X, max_iter=100, tol=1e-7):
+    """Compute the geometric median of the rows of ``X`` by Weiszfeld's iteration."""
+    median = X.mean(axis=0)
+    for _ in range(max_iter):
+        distances = np.linalg.norm(X - median, axis=1)
+        weights = 1.0 / np.maximum(distances, np.finfo(X.dtype).tiny)
+        updated = weights @ X / weights.sum()
+        shift = np.linalg.norm(updated - median)
+        median = updated
+        if shift <= tol * max(np.linalg.norm(median), 1.0):
+            break
+    return median
+
+
+def initial_pre_bias(X, rule, dtype, random_state, max_rows=4096):
+    """Compute the starting ``pre_bias`` from the data by ``rule``.
+
+    ``"mean"`` uses every row; ``"geometric_median"`` uses at most ``max_rows``
+    rows drawn at random; ``"zeros"`` ignores the data.
+    """
+    n_samples, n_features = X.shape
+    if rule == "zeros":
+        return np.zeros(n_features, dtype=dtype)
+    if rule == "mean":
+        return np.asarray(X.mean(axis=0), dtype=np.float64).ravel().astype(dtype)
+    rows = np.arange(n_samples)
+    if n_samples > max_rows:
+        rows = np.sort(random_state.choice(n_samples, max_rows, replace=False))
+    sample = dense_rows(X, rows, np.float64)
+    return geometric_median(sample).astype(dtype)
+
+
+def initial_parameters(n_components, pre_bias, tied_weights, random_state):
+    """Draw unit-norm decoder atoms and set the encoder to their transpose.
+
+    The encoder weight rows equal the decoder atoms, so the starting encoder is
+    the decoder's transpose as recommended by Gao et al. (2024). The encoder
+    bias starts at zero.
+    """
+    dtype = pre_bias.dtype
+    n_features = pre_bias.shape[0]
+    components = random_state.standard_normal((n_components, n_features))
+    components /= np.linalg.norm(components, axis=1, keepdims=True)
+    params = {
+        "components": components.astype(dtype),
+        "encoder_bias": np.zeros(n_components, dtype=dtype),
+        "pre_bias": pre_bias.copy(),
+    }
+    if not tied_weights:
+        params["encoder_weights"] = params["components"].copy()
+    return params
+
+
+def make_optimizer(params, solver, hyperparams):
+    """Build the optimizer named by ``solver`` over ``params``."""
+    if solver == "adam":
+        return AdamOptimizer(
+            params,
+            hyperparams["learning_rate_init"],
+            hyperparams["beta_1"],
+            hyperparams["beta_2"],
+            hyperparams["epsilon"],
+        )
+    return SGDOptimizer(
+        params,
+        hyperparams["learning_rate_init"],
+        hyperparams["momentum"],
+        hyperparams["nesterovs_momentum"],
+    )
+
+
+class TopKTrainer:
+    """Weights, optimizer state and dead-unit counters of a training run.
+
+    Parameters
+    ----------
+    params : dict of ndarray
+        ``components`` (decoder atoms), ``encoder_weights`` (absent when the
+        weights are tied), ``encoder_bias`` and ``pre_bias``.
+    optimizer : AdamOptimizer or SGDOptimizer
+    activation : {"relu", "identity"}
+    normalize_components : bool
+        Keep decoder atoms at unit norm.
+    auxk_coef : float
+        Weight of the auxiliary loss; 0 disables it.
+    auxk_k : int
+        Number of dead units that reconstruct the residual in the auxiliary loss.
+    dead_after : int
+        A unit counts as dead after this many training samples without firing.
+    """
+
+    PARAM_ORDER = ("components", "encoder_weights", "encoder_bias", "pre_bias")
+
+    def __init__(
+        self, params, optimizer, activation, normalize_components, auxk_coef,
+        auxk_k, dead_after,
+    ):  # fmt: skip
+        self.params = params
+        self.optimizer = optimizer
+        self.activation = activation
+        self.normalize_components = normalize_components
+        self.auxk_coef = auxk_coef
+        self.auxk_k = auxk_k
+        self.dead_after = dead_after
+        n_components = params["components"].shape[0]
+        self.samples_since_fired = np.zeros(n_components, dtype=np.int64)
+        self.n_steps = 0
+
+    @property
+    def tied_weights(self):
+        return "encoder_weights" not in self.params
+
+    @property
+    def encoder_weights(self):
+        return self.params.get("encoder_weights", self.params["components"])
+
+    def copy(self):
+        """Return a deep copy whose arrays are writable in-memory ndarrays."""
+        clone = object.__new__(TopKTrainer)
+        clone.__dict__.update(self.__dict__)
+        clone.params = {
+            name: np.array(value, copy=True) for name, value in self.params.items()
+        }
+        clone.optimizer = _copy_optimizer(self.optimizer)
+        clone.samples_since_fired = self.samples_since_fired.copy()
+        return clone
+
+    def dead_mask(self):
+        """Return the units that have not fired for ``dead_after`` samples."""
+        return self.samples_since_fired >= self.dead_after
+
+    def train_step(self, X, k):
+        """Take one optimizer step on the minibatch ``X`` with ``k`` kept units.
+
+        Returns the minibatch's loss ``0.5 * mean(||x - x_hat||^2)`` and how
+        many rows each unit fired in.
+        """
+        n_samples = X.shape[0]
+        params = self.params
+        centered, pre_activations = encode_pre_activations(
+            X, self.encoder_weights, params["encoder_bias"], params["pre_bias"]
+        )
+        forward = SparseForward(
+            pre_activations, k, self.activation, params["components"]
+        )
+        residual = forward.reconstruction
+        residual += params["pre_bias"]
+        residual -= X
+        loss = 0.5 * float(np.dot(residual.ravel(), residual.ravel())) / n_samples
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(f"the training loss became {loss}")
+
+        gradients = self._zero_gradients()
+        residual *= 1.0 / n_samples
+        backpropagate(
+            forward, residual, centered, self.encoder_weights, gradients, True
+        )
+        self._add_auxiliary_gradients(pre_activations, centered, residual, k, gradients)
+        self._apply_gradients(gradients)
+
+        fired = np.bincount(
+            forward.indices[forward.fired_mask()],
+            minlength=self.samples_since_fired.shape[0],
+        )
+        self.samples_since_fired += n_samples
+        self.samples_since_fired[fired > 0] = 0
+        self.n_steps += 1
+        return loss, fired
+
+    def _zero_gradients(self):
+        gradients = {name: np.zeros_like(value) for name, value in self.params.items()}
+        if self.tied_weights:
+            gradients["encoder_weights"] = gradients["components"]
+        return gradients
+
+    def _add_auxiliary_gradients(
+        self, pre_activations, centered, residual, k, gradients
+    ):
+        """Add the AuxK loss gradient: dead units reconstruct the main residual.
+
+        ``residual`` is ``(x_hat - x) / n``. The top ``auxk_k`` dead units
+        reconstruct the error ``x - x_hat`` without the pre-bias; the error is a
+        constant here, so no gradient flows back into the main reconstruction.
+        """
+        if self.auxk_coef == 0:
+            return
+        dead_units = np.flatnonzero(self.dead_mask())
+        if dead_units.size == 0:
+            return
+        n_samples = pre_activations.shape[0]
+        auxk_k = min(self.auxk_k, dead_units.size)
+        dead_pre_activations = pre_activations[:, dead_units]
+        forward = SparseForward(
+            dead_pre_activations, auxk_k, self.activation,
+            self.params["components"], units=dead_units,
+        )  # fmt: skip
+        # (aux_reconstruction - error) / n, with error = -residual * n
+        aux_residual = forward.reconstruction
+        aux_residual *= 1.0 / n_samples
+        aux_residual += residual
+        aux_residual *= self.auxk_coef
+        backpropagate(
+            forward, aux_residual, centered, self.encoder_weights, gradients, False
+        )
+
+    def _apply_gradients(self, gradients):
+        params = self.params
+        if self.normalize_components:
+            _remove_parallel_component(gradients["components"], params["components"])
+        names = [name for name in self.PARAM_ORDER if name in params]
+        self.optimizer.update_params(
+            [params[name] for name in names], [gradients[name] for name in names]
+        )
+        if self.normalize_components:
+            _normalize_rows(params["components"])
+
+    def check_finite(self):
+        """Raise ``TrainingDivergedError`` if any weight is NaN or infinite."""
+        for name, value in self.params.items():
+            if not np.isfinite(value).all():
+                raise TrainingDivergedError(f"the {name} weights are no longer finite")
+
+    def run_epoch(self, X, k, batch_size, shuffle, random_state):
+        """Make one pass over the rows of ``X`` in minibatches.
+
+        Returns the mean loss over the rows and the number of rows each unit
+        fired in.
+        """
+        n_samples = X.shape[0]
+        dtype = self.params["components"].dtype
+        order = random_state.permutation(n_samples) if shuffle else None
+        total_loss = 0.0
+        fired = np.zeros(self.samples_since_fired.shape[0], dtype=np.int64)
+        for start in range(0, n_samples, batch_size):
+            stop = min(start + batch_size, n_samples)
+            rows = slice(start, stop) if order is None else np.sort(order[start:stop])
+            batch = dense_rows(X, rows, dtype)
+            loss, batch_fired = self.train_step(batch, k)
+            total_loss += loss * (stop - start)
+            fired += batch_fired
+        self.check_finite()
+        return total_loss / n_samples, fired
+
+
+def _remove_parallel_component(gradient, atoms):
+    """Project each gradient row onto the tangent space of its unit-norm atom."""
+    parallel = np.einsum("ij,ij->i", gradient, atoms)
+    gradient -= parallel[:, None] * atoms
+
+
+def _normalize_rows(atoms):
+    norms = np.linalg.norm(atoms, axis=1, keepdims=True)
+    np.maximum(norms, np.finfo(atoms.dtype).tiny, out=norms)
+    atoms /= norms
+
+
+def _copy_optimizer(optimizer):
+    clone = object.__new__(type(optimizer))
+    for name, value in optimizer.__dict__.items():
+        if isinstance(value, list):
+            value = [np.array(array, copy=True) for array in value]
+        setattr(clone, name, value)
+    return clone
