@@ -2,7 +2,6 @@
 
 import time
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -77,4 +76,3 @@ def _print_report(report, n_components, k, transform_k):
         "  held-out accuracy, LogisticRegression on pixels  "
         f"{report['accuracy_raw']:.3f}"
     )
-    return np.nan

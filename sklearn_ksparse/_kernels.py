@@ -1,15 +1,41 @@
 """Forward and backward passes of the top-k autoencoder on one minibatch.
 
-Only the encoder's forward product is a dense matrix product. Everything after
-the top-k selection touches the k kept units of each row: the decoder gathers k
-atoms per row, and the weight gradients are products with sparse matrices of k
-nonzeros per row.
+Only the encoder's forward product is always dense. After the top-k selection
+the codes of a minibatch take one of two layouts, chosen by their density
+``k / width``:
+
+- ``SparseCodes`` stores k (unit, value) pairs per row. The decoder product and
+  the weight gradients are CSR products that cost ``n * k * n_features``, and
+  the gradient with respect to the kept units gathers only their atoms.
+- ``DenseCodes`` stores an ``(n, width)`` array with zeros outside the kept
+  units, so that every product is a BLAS matrix product over the ``width``
+  columns. It wins once k is a large fraction of the width, because BLAS runs
+  many times faster per operation than the sparse loops.
+
+Every array keeps the dtype of the weights, so float32 training stays float32.
 """
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._topk import apply_activation, select_topk
+
+# Codes with more than this fraction of kept units per row, divided by the
+# number of BLAS threads, use the dense layout. With one OpenBLAS thread
+# (OpenBLAS 0.3.31, NumPy 2.4, SciPy 1.17, AMD EPYC with AVX-512, float32, batch
+# 256, 784 features) each product after the top-k costs the same CPU time in
+# both layouts at k / width of about 1/11 to 1/8 for widths 512 and 2048. For
+# example, at (512, 64) the sparse and dense layouts took 1.85 and 2.18 ms for
+# the decoder product, 2.81 and 2.56 ms for the kept-unit gradients and 1.73
+# and 2.14 ms for a weight gradient. The sparse products run on one thread and
+# BLAS on all of them.
+# NOTE: dividing by the thread count assumes that BLAS scales linearly on these
+# small products; benchmarks/bench_speed.py prints both layouts' step times.
+DENSE_MIN_FRACTION = 1 / 9
+
+# Gathered atoms are processed in row chunks of about this many elements
+# (1 MiB in float32), so that each chunk stays in the CPU cache while it is used.
+_GATHER_CHUNK_ELEMENTS = 2**18
 
 
 def encode_pre_activations(X, encoder_weights, encoder_bias, pre_bias):
@@ -23,49 +49,11 @@ def encode_pre_activations(X, encoder_weights, encoder_bias, pre_bias):
     return centered, pre_activations
 
 
-def decode_selected(atoms, code_values):
-    """Sum the gathered atoms ``(n, k, d)`` weighted by ``code_values`` ``(n, k)``."""
-    return np.matmul(code_values[:, None, :], atoms)[:, 0, :]
+def rows_as_csr(indices, values, n_columns):
+    """Wrap per-row ``indices`` and ``values`` of equal width as a CSR matrix.
 
-
-class SparseForward:
-    """Top-k codes of one minibatch and the atoms they select.
-
-    Parameters
-    ----------
-    pre_activations : ndarray of shape (n_samples, n_components)
-    k : int
-        Number of units kept per row.
-    activation : {"relu", "identity"}
-    components : ndarray of shape (n_components, n_features)
-        Decoder atoms.
-    units : ndarray of shape (n_columns,), default=None
-        Unit of each column of ``pre_activations`` when it holds a subset of the
-        layer (the dead units, for the auxiliary loss); None means all units.
+    Columns may repeat within a row, and products then sum the repeated entries.
     """
-
-    def __init__(self, pre_activations, k, activation, components, units=None):
-        self.indices, kept = select_topk(pre_activations, k)
-        if units is not None:
-            self.indices = units[self.indices]
-        self.activation = activation
-        self.code_values = apply_activation(kept, activation)
-        self.atoms = np.take(components, self.indices, axis=0)
-        self.reconstruction = decode_selected(self.atoms, self.code_values)
-
-    def fired_mask(self):
-        """Return a boolean mask of the selected units with a nonzero code."""
-        return self.code_values != 0
-
-    def activation_derivative(self, code_grad):
-        """Multiply ``code_grad`` in place by the activation's derivative."""
-        if self.activation == "relu":
-            code_grad *= self.code_values > 0
-        return code_grad
-
-
-def _rows_as_csr(indices, values, n_columns):
-    """Wrap per-row ``indices`` and ``values`` of equal width as a CSR matrix."""
     n_rows, width = indices.shape
     indptr = np.arange(0, n_rows * width + 1, width)
     return sp.csr_matrix(
@@ -73,41 +61,264 @@ def _rows_as_csr(indices, values, n_columns):
     )
 
 
-def backpropagate(
-    forward, residual, centered, encoder_weights, gradients, include_pre_bias
-):
-    """Add the gradients of ``0.5 * ||residual||^2`` to ``gradients`` in place.
+def use_dense_layout(k, width, dense=None, n_threads=1):
+    """Return whether codes with ``k`` of ``width`` units kept go dense.
+
+    ``dense`` forces the layout when it is a bool. None compares ``k / width``
+    with ``DENSE_MIN_FRACTION / n_threads``, where ``n_threads`` is the number
+    of BLAS threads.
+    """
+    if dense is not None:
+        return bool(dense)
+    return k * n_threads > DENSE_MIN_FRACTION * width
+
+
+class SparseCodes:
+    """Codes of a minibatch as k (unit, value) pairs per row.
 
     Parameters
     ----------
-    forward : SparseForward
-        The selected units whose reconstruction produced ``residual``.
-    residual : ndarray of shape (n_samples, n_features)
-        Reconstruction minus target, already scaled by the loss weight.
+    indices : ndarray of shape (n_samples, k)
+        Unit of each kept entry.
+    values : ndarray of shape (n_samples, k)
+        Code values after the activation.
+    n_components : int
+        Number of units of the layer.
+    """
+
+    def __init__(self, indices, values, n_components):
+        self.indices = indices
+        self.values = values
+        self.n_components = n_components
+
+    def decode(self, components):
+        """Return ``codes @ components`` as a dense array."""
+        codes = rows_as_csr(self.indices, self.values, self.n_components)
+        return np.asarray(codes @ components)
+
+    def unit_gradients(self, components, residual, activation):
+        """Return the loss gradient with respect to the kept pre-activations.
+
+        Each entry is the dot product of the unit's atom with the row's
+        residual, times the activation's derivative. Atoms are gathered a chunk
+        of rows at a time.
+        """
+        n_samples, k = self.indices.shape
+        gradients = np.empty((n_samples, k, 1), dtype=residual.dtype)
+        chunk = max(1, _GATHER_CHUNK_ELEMENTS // (k * components.shape[1]))
+        for start in range(0, n_samples, chunk):
+            rows = slice(start, start + chunk)
+            atoms = np.take(components, self.indices[rows], axis=0)
+            np.matmul(atoms, residual[rows, :, None], out=gradients[rows])
+        gradients = gradients[:, :, 0]
+        if activation == "relu":
+            gradients *= self.values > 0
+        return gradients
+
+    def matrix(self, values=None):
+        """Return the codes, or ``values`` at the same positions, as CSR."""
+        values = self.values if values is None else values
+        return rows_as_csr(self.indices, values, self.n_components)
+
+    def add_column_sums(self, values, out):
+        """Add the sum of ``values`` over the rows to ``out`` at each unit."""
+        np.add.at(out, self.indices.ravel(), values.ravel())
+
+
+class DenseCodes:
+    """Codes of a minibatch over a set of units, as a dense array.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n_samples, k)
+        Column (position in ``units``) of each kept entry.
+    values : ndarray of shape (n_samples, k)
+        Code values after the activation.
+    units : ndarray of shape (width,) or None
+        Unit of each column; None means all units in order.
+    width : int
+        Number of columns.
+    """
+
+    def __init__(self, indices, values, units, width):
+        self.units = units
+        n_samples = indices.shape[0]
+        self.codes = np.zeros((n_samples, width), dtype=values.dtype)
+        np.put_along_axis(self.codes, indices, values, axis=1)
+        self.kept = np.zeros((n_samples, width), dtype=bool)
+        np.put_along_axis(self.kept, indices, True, axis=1)
+        self._atoms = None
+
+    def atoms(self, components):
+        """Return the rows of ``components`` of the code's units."""
+        if self.units is None:
+            return components
+        if self._atoms is None:
+            self._atoms = np.take(components, self.units, axis=0)
+        return self._atoms
+
+    def decode(self, components):
+        """Return ``codes @ components`` as a dense array."""
+        return self.codes @ self.atoms(components)
+
+    def unit_gradients(self, components, residual, activation):
+        """Return the loss gradient with respect to the pre-activations.
+
+        Entries outside the kept units are zero.
+        """
+        gradients = residual @ self.atoms(components).T
+        if activation == "relu":
+            gradients *= self.codes > 0
+        else:
+            gradients *= self.kept
+        return gradients
+
+    def add_weight_gradient(self, values, inputs, out):
+        """Add ``values.T @ inputs`` to the rows of ``out`` of the code's units."""
+        product = values.T @ inputs
+        if self.units is None:
+            out += product
+        else:
+            out[self.units] += product
+
+    def add_column_sums(self, values, out):
+        """Add the sum of ``values`` over the rows to ``out`` at each unit."""
+        sums = values.sum(axis=0)
+        if self.units is None:
+            out += sums
+        else:
+            out[self.units] += sums
+
+
+def select_codes(
+    pre_activations, k, activation, n_components, units=None, dense=None, n_threads=1
+):
+    """Keep the ``k`` largest pre-activations of each row as codes.
+
+    Parameters
+    ----------
+    pre_activations : ndarray of shape (n_samples, width)
+        Pre-activations of all units, or of ``units`` only.
+    k : int
+        Number of units kept per row.
+    activation : {"relu", "identity"}
+    n_components : int
+        Number of units of the layer.
+    units : ndarray of shape (width,), default=None
+        Unit of each column of ``pre_activations``; None means all units.
+    dense : bool, default=None
+        Force the layout; None chooses it with ``use_dense_layout``.
+    n_threads : int, default=1
+        Number of BLAS threads, which favours the dense layout.
+
+    Returns
+    -------
+    codes : SparseCodes or DenseCodes
+    """
+    width = pre_activations.shape[1]
+    indices, kept = select_topk(pre_activations, k)
+    values = apply_activation(kept, activation)
+    if use_dense_layout(k, width, dense, n_threads):
+        return DenseCodes(indices, values, units, width)
+    if units is not None:
+        indices = units[indices]
+    return SparseCodes(indices, values, n_components)
+
+
+def weight_gradient(terms, shape, dtype):
+    """Sum ``codes.T @ inputs`` over the ``(codes, values, inputs)`` terms.
+
+    ``values`` replaces the code values at the same positions. The sparse terms
+    are stacked into one CSR product. The first product that covers every unit
+    becomes the gradient array, so no separate zero-filled array is needed, and
+    the other terms add into its rows.
+    """
+    gradient = None
+    sparse_terms = [term for term in terms if isinstance(term[0], SparseCodes)]
+    if sparse_terms:
+        matrices = [codes.matrix(values) for codes, values, _ in sparse_terms]
+        inputs = [term_inputs for _, _, term_inputs in sparse_terms]
+        if len(sparse_terms) > 1:
+            matrices = [sp.vstack(matrices, format="csr")]
+            inputs = [np.concatenate(inputs)]
+        gradient = np.asarray(matrices[0].T @ inputs[0])
+    for codes, values, term_inputs in terms:
+        if isinstance(codes, SparseCodes):
+            continue
+        if gradient is None and codes.units is None:
+            gradient = values.T @ term_inputs
+            continue
+        if gradient is None:
+            gradient = np.zeros(shape, dtype=dtype)
+        codes.add_weight_gradient(values, term_inputs, gradient)
+    if gradient is None:
+        gradient = np.zeros(shape, dtype=dtype)
+    return gradient
+
+
+def backpropagate(terms, centered, params, activation):
+    """Return the gradients of a sum of squared reconstruction errors.
+
+    Parameters
+    ----------
+    terms : list of (codes, residual, includes_pre_bias)
+        One entry per reconstruction: its codes (``SparseCodes`` or
+        ``DenseCodes``), the gradient of the loss with respect to the
+        reconstruction (reconstruction minus target, scaled by the loss
+        weight), and whether the reconstruction adds ``pre_bias``.
     centered : ndarray of shape (n_samples, n_features)
         Encoder input ``X - pre_bias``.
-    encoder_weights : ndarray of shape (n_components, n_features)
+    params : dict of ndarray
+        ``components``, ``encoder_bias``, ``pre_bias`` and, unless the weights
+        are tied, ``encoder_weights``.
+    activation : {"relu", "identity"}
+
+    Returns
+    -------
     gradients : dict of ndarray
-        Keys ``components``, ``encoder_weights``, ``encoder_bias`` and
-        ``pre_bias``, accumulated in place.
-    include_pre_bias : bool
-        Whether the reconstruction adds ``pre_bias``, so its decoder gradient
-        counts too (false for the auxiliary reconstruction of the residual).
+        One array per entry of ``params``, newly allocated, in its dtype.
     """
-    n_components = gradients["encoder_bias"].shape[0]
-    code_grad = np.matmul(forward.atoms, residual[:, :, None])[:, :, 0]
-    forward.activation_derivative(code_grad)
+    components = params["components"]
+    dtype = components.dtype
+    code_gradients = [
+        codes.unit_gradients(components, residual, activation)
+        for codes, residual, _ in terms
+    ]
+    decoder_terms = [(codes, codes_values(codes), r) for codes, r, _ in terms]
+    encoder_terms = [
+        (codes, grads, centered)
+        for (codes, _, _), grads in zip(terms, code_gradients, strict=True)
+    ]
+    tied = "encoder_weights" not in params
+    gradients = {}
+    if tied:
+        gradients["components"] = weight_gradient(
+            decoder_terms + encoder_terms, components.shape, dtype
+        )
+    else:
+        gradients["components"] = weight_gradient(
+            decoder_terms, components.shape, dtype
+        )
+        gradients["encoder_weights"] = weight_gradient(
+            encoder_terms, components.shape, dtype
+        )
 
-    codes = _rows_as_csr(forward.indices, forward.code_values, n_components)
-    gradients["components"] += codes.T @ residual
-    code_grads = _rows_as_csr(forward.indices, code_grad, n_components)
-    gradients["encoder_weights"] += code_grads.T @ centered
-
-    bias_grad = np.bincount(
-        forward.indices.ravel(), weights=code_grad.ravel(), minlength=n_components
-    ).astype(residual.dtype, copy=False)
-    gradients["encoder_bias"] += bias_grad
+    bias_gradient = np.zeros(components.shape[0], dtype=dtype)
+    for (codes, _, _), grads in zip(terms, code_gradients, strict=True):
+        codes.add_column_sums(grads, bias_gradient)
+    gradients["encoder_bias"] = bias_gradient
     # The pre-activations depend on -pre_bias through the encoder weights.
-    gradients["pre_bias"] -= bias_grad @ encoder_weights
-    if include_pre_bias:
-        gradients["pre_bias"] += residual.sum(axis=0)
+    encoder_weights = params.get("encoder_weights", components)
+    pre_bias_gradient = -(bias_gradient @ encoder_weights)
+    for _, residual, includes_pre_bias in terms:
+        if includes_pre_bias:
+            pre_bias_gradient += residual.sum(axis=0)
+    gradients["pre_bias"] = pre_bias_gradient
+    return gradients
+
+
+def codes_values(codes):
+    """Return the code values in the layout's own shape."""
+    if isinstance(codes, DenseCodes):
+        return codes.codes
+    return codes.values

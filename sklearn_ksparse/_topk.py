@@ -115,3 +115,70 @@ def codes_to_csr(indices, values, n_components):
     )
     codes.has_sorted_indices = True
     return codes
+
+
+class CSRBuilder:
+    """Canonical CSR codes assembled chunk by chunk in preallocated arrays.
+
+    The data and index arrays are allocated once for ``max_row_nnz`` entries per
+    row, filled chunk by chunk and shrunk in place to the number of nonzeros at
+    the end, so the result is never copied as a whole.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of rows of the result.
+    n_columns : int
+        Number of columns of the result.
+    max_row_nnz : int
+        Upper bound on the entries of a row.
+    dtype : dtype
+        Dtype of the values.
+    """
+
+    def __init__(self, n_rows, n_columns, max_row_nnz, dtype):
+        capacity = n_rows * max_row_nnz
+        index_dtype = np.int32 if max(n_columns, capacity) < 2**31 else np.int64
+        self.shape = (n_rows, n_columns)
+        self.data = np.empty(capacity, dtype=dtype)
+        self.indices = np.empty(capacity, dtype=index_dtype)
+        self.indptr = np.zeros(n_rows + 1, dtype=index_dtype)
+        self.n_filled_rows = 0
+
+    def append(self, indices, values):
+        """Append rows given as per-row ``indices`` and ``values``.
+
+        Columns are sorted within each row and exact zeros are dropped.
+        """
+        order = np.argsort(indices, axis=1, kind="stable")
+        indices = np.take_along_axis(indices, order, axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+        nonzero = values != 0
+        first_row = self.n_filled_rows
+        n_rows = indices.shape[0]
+        start = self.indptr[first_row]
+        row_ends = self.indptr[first_row + 1 : first_row + n_rows + 1]
+        np.cumsum(np.count_nonzero(nonzero, axis=1), out=row_ends)
+        row_ends += start
+        stop = row_ends[-1] if n_rows else start
+        self.data[start:stop] = values[nonzero]
+        self.indices[start:stop] = indices[nonzero]
+        self.n_filled_rows += n_rows
+
+    def finish(self):
+        """Return the CSR matrix; the builder must not be used afterwards."""
+        if self.n_filled_rows != self.shape[0]:
+            raise ValueError(
+                f"CSRBuilder received {self.n_filled_rows} of the {self.shape[0]} "
+                "rows it was sized for; append the missing rows before finish()."
+            )
+        nnz = int(self.indptr[-1])
+        # Shrinking in place frees the unused tail without copying the filled part.
+        self.data.resize(nnz, refcheck=False)
+        self.indices.resize(nnz, refcheck=False)
+        codes = sp.csr_matrix(
+            (self.data, self.indices, self.indptr), shape=self.shape, copy=False
+        )
+        codes.has_sorted_indices = True
+        self.data = self.indices = self.indptr = None
+        return codes

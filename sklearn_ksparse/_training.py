@@ -3,8 +3,16 @@
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import SparseForward, backpropagate, encode_pre_activations
-from ._optimizers import AdamOptimizer, SGDOptimizer
+from ._kernels import (
+    DenseCodes,
+    backpropagate,
+    encode_pre_activations,
+    select_codes,
+)
+from ._optimizers import AdamOptimizer, SGDOptimizer, run_blocks
+
+# Row blocks of the unit-norm steps hold about this many elements.
+_ROW_BLOCK_ELEMENTS = 65536
 
 
 class TrainingDivergedError(ValueError):
@@ -28,7 +36,14 @@ def geometric_median(X, max_iter=100, tol=1e-7):
     median = X.mean(axis=0)
     for _ in range(max_iter):
         distances = np.linalg.norm(X - median, axis=1)
-        weights = 1.0 / np.maximum(distances, np.finfo(X.dtype).tiny)
+        largest = distances.max()
+        if largest == 0:
+            # Every row equals the estimate, which is then the median.
+            break
+        # A row at the estimate would get an infinite weight; flooring its
+        # distance relative to the spread keeps the weighted sum finite.
+        floor = np.finfo(X.dtype).eps * largest
+        weights = 1.0 / np.maximum(distances, floor)
         updated = weights @ X / weights.sum()
         shift = np.linalg.norm(updated - median)
         median = updated
@@ -130,6 +145,13 @@ class TopKTrainer:
         n_components = params["components"].shape[0]
         self.samples_since_fired = np.zeros(n_components, dtype=np.int64)
         self.n_steps = 0
+        # None chooses the code layout by density; True or False forces it.
+        self.dense = None
+
+    @property
+    def n_threads(self):
+        """Number of threads of the optimizer, the BLAS thread count by default."""
+        return getattr(self.optimizer, "n_threads", 1)
 
     @property
     def tied_weights(self):
@@ -160,84 +182,92 @@ class TopKTrainer:
         Returns the minibatch's loss ``0.5 * mean(||x - x_hat||^2)`` and how
         many rows each unit fired in.
         """
-        n_samples = X.shape[0]
-        params = self.params
-        centered, pre_activations = encode_pre_activations(
-            X, self.encoder_weights, params["encoder_bias"], params["pre_bias"]
-        )
-        forward = SparseForward(
-            pre_activations, k, self.activation, params["components"]
-        )
-        residual = forward.reconstruction
-        residual += params["pre_bias"]
-        residual -= X
-        loss = 0.5 * float(np.dot(residual.ravel(), residual.ravel())) / n_samples
-        if not np.isfinite(loss):
-            raise TrainingDivergedError(f"the training loss became {loss}")
-
-        gradients = self._zero_gradients()
-        residual *= 1.0 / n_samples
-        backpropagate(
-            forward, residual, centered, self.encoder_weights, gradients, True
-        )
-        self._add_auxiliary_gradients(pre_activations, centered, residual, k, gradients)
+        loss, gradients, codes = self.compute_gradients(X, k)
         self._apply_gradients(gradients)
-
-        fired = np.bincount(
-            forward.indices[forward.fired_mask()],
-            minlength=self.samples_since_fired.shape[0],
-        )
-        self.samples_since_fired += n_samples
+        fired = self._count_fired(codes, self.samples_since_fired.shape[0])
+        self.samples_since_fired += X.shape[0]
         self.samples_since_fired[fired > 0] = 0
         self.n_steps += 1
         return loss, fired
 
-    def _zero_gradients(self):
-        gradients = {name: np.zeros_like(value) for name, value in self.params.items()}
-        if self.tied_weights:
-            gradients["encoder_weights"] = gradients["components"]
-        return gradients
+    def compute_gradients(self, X, k):
+        """Return the loss, the loss gradients and the codes of the minibatch X.
 
-    def _add_auxiliary_gradients(
-        self, pre_activations, centered, residual, k, gradients
-    ):
-        """Add the AuxK loss gradient: dead units reconstruct the main residual.
+        The gradients are those of the main loss plus the AuxK loss, one newly
+        allocated array per parameter, before the unit-norm projection.
+        """
+        n_samples = X.shape[0]
+        params = self.params
+        n_components = params["components"].shape[0]
+        centered, pre_activations = encode_pre_activations(
+            X, self.encoder_weights, params["encoder_bias"], params["pre_bias"]
+        )
+        codes = select_codes(
+            pre_activations, k, self.activation, n_components,
+            dense=self.dense, n_threads=self.n_threads,
+        )  # fmt: skip
+        residual = codes.decode(params["components"])
+        residual += params["pre_bias"]
+        residual -= X
+        flat_residual = residual.reshape(-1)
+        loss = 0.5 * float(np.dot(flat_residual, flat_residual)) / n_samples
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(f"the training loss became {loss}")
+
+        residual *= 1.0 / n_samples
+        terms = [(codes, residual, True)]
+        auxiliary = self._auxiliary_term(pre_activations, residual)
+        if auxiliary is not None:
+            terms.append(auxiliary)
+        gradients = backpropagate(terms, centered, params, self.activation)
+        return loss, gradients, codes
+
+    @staticmethod
+    def _count_fired(codes, n_components):
+        """Return how many rows of the minibatch each unit was nonzero in."""
+        if isinstance(codes, DenseCodes):
+            return np.count_nonzero(codes.codes, axis=0)
+        return np.bincount(codes.indices[codes.values != 0], minlength=n_components)
+
+    def _auxiliary_term(self, pre_activations, residual):
+        """Build the AuxK term: dead units reconstruct the main residual.
 
         ``residual`` is ``(x_hat - x) / n``. The top ``auxk_k`` dead units
-        reconstruct the error ``x - x_hat`` without the pre-bias; the error is a
+        reconstruct the error ``x - x_hat`` without the pre-bias. The error is a
         constant here, so no gradient flows back into the main reconstruction.
+        Returns None when the term is disabled or no unit is dead.
         """
         if self.auxk_coef == 0:
-            return
+            return None
         dead_units = np.flatnonzero(self.dead_mask())
         if dead_units.size == 0:
-            return
-        n_samples = pre_activations.shape[0]
+            return None
+        n_samples, n_components = pre_activations.shape
         auxk_k = min(self.auxk_k, dead_units.size)
-        dead_pre_activations = pre_activations[:, dead_units]
-        forward = SparseForward(
-            dead_pre_activations, auxk_k, self.activation,
-            self.params["components"], units=dead_units,
+        codes = select_codes(
+            pre_activations[:, dead_units], auxk_k, self.activation,
+            n_components, units=dead_units, dense=self.dense,
+            n_threads=self.n_threads,
         )  # fmt: skip
         # (aux_reconstruction - error) / n, with error = -residual * n
-        aux_residual = forward.reconstruction
+        aux_residual = codes.decode(self.params["components"])
         aux_residual *= 1.0 / n_samples
         aux_residual += residual
         aux_residual *= self.auxk_coef
-        backpropagate(
-            forward, aux_residual, centered, self.encoder_weights, gradients, False
-        )
+        return codes, aux_residual, False
 
     def _apply_gradients(self, gradients):
         params = self.params
         if self.normalize_components:
-            _remove_parallel_component(gradients["components"], params["components"])
+            _remove_parallel_component(
+                gradients["components"], params["components"], self.n_threads
+            )
         names = [name for name in self.PARAM_ORDER if name in params]
         self.optimizer.update_params(
             [params[name] for name in names], [gradients[name] for name in names]
         )
         if self.normalize_components:
-            _normalize_rows(params["components"])
+            _normalize_rows(params["components"], self.n_threads)
 
     def check_finite(self):
         """Raise ``TrainingDivergedError`` if any weight is NaN or infinite."""
@@ -267,16 +297,39 @@ class TopKTrainer:
         return total_loss / n_samples, fired
 
 
-def _remove_parallel_component(gradient, atoms):
-    """Project each gradient row onto the tangent space of its unit-norm atom."""
+def _row_blocks(n_rows, n_columns):
+    """Yield row slices of about ``_ROW_BLOCK_ELEMENTS`` elements."""
+    rows = max(1, _ROW_BLOCK_ELEMENTS // max(n_columns, 1))
+    for start in range(0, n_rows, rows):
+        yield slice(start, start + rows)
+
+
+def _remove_parallel_component(gradient, atoms, n_threads=1):
+    """Project each gradient row onto the tangent space of its unit-norm atom.
+
+    Works in row blocks shared among ``n_threads`` threads, so the temporary is
+    a block, not a matrix.
+    """
+    blocks = [(gradient[rows], atoms[rows]) for rows in _row_blocks(*atoms.shape)]
+    run_blocks(_project_rows, blocks, (), n_threads)
+
+
+def _project_rows(gradient, atoms):
     parallel = np.einsum("ij,ij->i", gradient, atoms)
     gradient -= parallel[:, None] * atoms
 
 
-def _normalize_rows(atoms):
-    norms = np.linalg.norm(atoms, axis=1, keepdims=True)
+def _normalize_rows(atoms, n_threads=1):
+    """Scale each row of ``atoms`` to unit norm in place, in row blocks."""
+    blocks = [(atoms[rows],) for rows in _row_blocks(*atoms.shape)]
+    run_blocks(_normalize_block, blocks, (), n_threads)
+
+
+def _normalize_block(atoms):
+    norms = np.einsum("ij,ij->i", atoms, atoms)
+    np.sqrt(norms, out=norms)
     np.maximum(norms, np.finfo(atoms.dtype).tiny, out=norms)
-    atoms /= norms
+    atoms /= norms[:, None]
 
 
 def _copy_optimizer(optimizer):

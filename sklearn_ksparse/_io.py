@@ -1,0 +1,460 @@
+"""Readers for numeric tables on disk (CSV, ``.npy``, ``.npz``) and atomic writes.
+
+A table is read whole or in chunks of rows. Chunked reading keeps memory bounded
+by one chunk: ``.npy`` files are memory-mapped, and CSV files are parsed chunk by
+chunk, with pandas when it is installed and with the :mod:`csv` module otherwise.
+Every chunk is checked for non-numeric, missing, NaN and infinite values, and the
+error names the offending row and column.
+"""
+
+import csv
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+
+import numpy as np
+import scipy.sparse as sp
+
+# Rows sampled at the top of a CSV file to estimate its number of rows.
+_SAMPLE_LINES = 1000
+_CSV_DELIMITERS = ",;\t"
+
+
+class DataError(ValueError):
+    """Raised when an input file is missing, unreadable or not a numeric table."""
+
+
+def open_table(path):
+    """Open the numeric table stored at ``path``, choosing the reader by suffix.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` (or ``.txt``/``.tsv``) file, a ``.npy`` array or a ``.npz``
+        archive written by :func:`numpy.savez` or :func:`scipy.sparse.save_npz`.
+
+    Returns
+    -------
+    table : ArrayTable or CsvTable
+        The opened table; nothing but its first lines is read yet.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, unreadable or not a two-dimensional numeric table.
+    """
+    path = os.fspath(path)
+    check_readable(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npy":
+        return ArrayTable(_load_npy(path), path)
+    if suffix == ".npz":
+        return ArrayTable(_load_npz(path), path)
+    return CsvTable(path)
+
+
+def check_readable(path):
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, expected a data file.")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: permission denied; the file is not readable.")
+
+
+def _load_npy(path):
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path}: not a readable .npy file ({error}).") from error
+
+
+def _load_npz(path):
+    """Load the array of an ``.npz`` archive: a saved sparse matrix, ``X``, or
+    the archive's only array."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if {"format", "indptr", "indices", "data", "shape"} <= set(names):
+                return sp.load_npz(path).tocsr()
+            if "X" in names:
+                return archive["X"]
+            if len(names) == 1:
+                return archive[names[0]]
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}).") from error
+    raise DataError(
+        f"{path}: the archive contains the arrays {names}; store the data under "
+        "the name 'X' or as the only array."
+    )
+
+
+class ArrayTable:
+    """A table held by a NumPy array, a memory-mapped ``.npy`` file or a CSR matrix.
+
+    Parameters
+    ----------
+    data : ndarray, memmap or CSR matrix of shape (n_rows, n_features)
+        The table. Rows are copied into memory only when read.
+    name : str
+        Name of the source used in error messages, usually its path.
+    """
+
+    def __init__(self, data, name):
+        _check_array_shape(data, name)
+        self.data = data
+        self.name = name
+        self.n_rows, self.n_features = data.shape
+        self.column_names = None
+
+    @property
+    def dtype(self):
+        """Float dtype of the rows returned: float32 is kept, others become
+        float64."""
+        return np.float32 if self.data.dtype == np.float32 else np.float64
+
+    def estimated_nbytes(self):
+        """Return the size in bytes of the whole table as a dense float array."""
+        return self.n_rows * self.n_features * np.dtype(self.dtype).itemsize
+
+    def estimated_rows(self):
+        """Return the number of rows."""
+        return self.n_rows
+
+    def read(self):
+        """Return the whole table, checked to be finite."""
+        return self._rows(0, self.n_rows)
+
+    def iter_chunks(self, chunk_rows):
+        """Yield the table in chunks of at most ``chunk_rows`` rows."""
+        for start in range(0, self.n_rows, chunk_rows):
+            yield self._rows(start, min(start + chunk_rows, self.n_rows))
+
+    def _rows(self, start, stop):
+        chunk = self.data[start:stop]
+        if sp.issparse(chunk):
+            chunk = chunk.astype(self.dtype)
+            _check_finite_sparse(chunk, start, self.name)
+            return chunk
+        chunk = np.asarray(chunk, dtype=self.dtype)
+        _check_finite_dense(chunk, start, self.name)
+        return chunk
+
+
+def _check_array_shape(data, name):
+    if data.ndim != 2:
+        raise DataError(
+            f"{name}: expected a two-dimensional array (rows x features), got "
+            f"an array of shape {data.shape}."
+        )
+    kind = data.dtype.kind
+    if kind not in "iuf":
+        raise DataError(
+            f"{name}: expected a numeric array of integers or floats, got dtype "
+            f"{data.dtype}."
+        )
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise DataError(f"{name}: the array of shape {data.shape} is empty.")
+
+
+def _check_finite_dense(chunk, first_row, name):
+    if np.isfinite(chunk).all():
+        return
+    row, column = np.argwhere(~np.isfinite(chunk))[0]
+    raise DataError(
+        f"{name}: row {first_row + row}, column {column} (0-based indices) is "
+        f"{chunk[row, column]}; the data must be finite. Remove or impute the value."
+    )
+
+
+def _check_finite_sparse(chunk, first_row, name):
+    bad = np.flatnonzero(~np.isfinite(chunk.data))
+    if bad.size == 0:
+        return
+    row = int(np.searchsorted(chunk.indptr, bad[0], side="right")) - 1
+    column = chunk.indices[bad[0]]
+    raise DataError(
+        f"{name}: row {first_row + row}, column {column} (0-based indices) is "
+        f"{chunk.data[bad[0]]}; the data must be finite. Remove or impute the value."
+    )
+
+
+class CsvTable:
+    """A numeric CSV file, read whole or in chunks of rows.
+
+    The delimiter (comma, semicolon or tab) is detected from the first lines.
+    The first line is a header when at least one of its fields is not a number;
+    a header of numbers only is read as data.
+
+    Parameters
+    ----------
+    path : str
+        Path of the CSV file.
+    """
+
+    dtype = np.float64
+
+    def __init__(self, path):
+        self.name = path
+        sample = _read_sample(path)
+        self.delimiter = _detect_delimiter(sample)
+        first = next(csv.reader(sample[:1], delimiter=self.delimiter), None)
+        if not first or not any(field.strip() for field in first):
+            raise DataError(f"{path}: the file is empty or its first line is blank.")
+        self.has_header = not all(_is_number(field) for field in first)
+        self.column_names = (
+            [name.strip() for name in first] if self.has_header else None
+        )
+        self.n_features = len(first)
+        # Set to the exact count once a whole pass over the file has finished.
+        self.n_rows = None
+        self._estimated_rows = _estimate_rows(path, sample, self.has_header)
+
+    def estimated_nbytes(self):
+        """Return the estimated size in bytes of the table as a float64 array.
+
+        The number of rows is estimated from the file size and the mean length
+        of the first lines, until a full pass has counted them.
+        """
+        n_rows = self.n_rows if self.n_rows is not None else self._estimated_rows
+        return n_rows * self.n_features * 8
+
+    def estimated_rows(self):
+        """Return the number of rows, exact after one full pass, estimated before."""
+        return self.n_rows if self.n_rows is not None else self._estimated_rows
+
+    def read(self):
+        """Return the whole table as a float64 array, checked to be numeric and
+        finite."""
+        chunks = list(self.iter_chunks(chunk_rows=65536))
+        if not chunks:
+            raise DataError(f"{self.name}: the file has a header but no data rows.")
+        return np.concatenate(chunks)
+
+    def iter_chunks(self, chunk_rows):
+        """Yield float64 arrays of at most ``chunk_rows`` rows, in file order."""
+        n_rows = 0
+        for chunk in self._parse_chunks(chunk_rows):
+            n_rows += chunk.shape[0]
+            yield chunk
+        self.n_rows = n_rows
+
+    def _parse_chunks(self, chunk_rows):
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            return _parse_with_csv_module(self, chunk_rows)
+        return _parse_with_pandas(self, chunk_rows)
+
+    def line_number(self, row):
+        """Return the 1-based line of the file that contains data row ``row``
+        (0-based), assuming no blank or quoted multi-line rows above it."""
+        return row + 1 + int(self.has_header)
+
+    def column_label(self, column):
+        """Return a column's name for messages: its header or its 1-based
+        position."""
+        if self.column_names is not None:
+            return f"column {column + 1} ({self.column_names[column]!r})"
+        return f"column {column + 1}"
+
+
+def _read_sample(path):
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            return [line for _, line in zip(range(_SAMPLE_LINES), file, strict=False)]
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not a UTF-8 text file; expected a CSV file, or a .npy or "
+            ".npz file named with its suffix."
+        ) from error
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror}).") from error
+
+
+def _detect_delimiter(sample):
+    try:
+        return csv.Sniffer().sniff("".join(sample[:20]), _CSV_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _is_number(field):
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _estimate_rows(path, sample, has_header):
+    sample_bytes = sum(len(line.encode("utf-8")) for line in sample)
+    if sample_bytes == 0:
+        return 0
+    n_lines = math.ceil(len(sample) * os.path.getsize(path) / sample_bytes)
+    return max(n_lines - int(has_header), 0)
+
+
+def _parse_with_pandas(table, chunk_rows):
+    import pandas as pd
+
+    reader = pd.read_csv(
+        table.name,
+        sep=table.delimiter,
+        header=0 if table.has_header else None,
+        chunksize=chunk_rows,
+        skipinitialspace=True,
+        low_memory=False,
+    )
+    first_row = 0
+    try:
+        with reader:
+            for frame in reader:
+                yield _frame_to_array(table, frame, first_row)
+                first_row += frame.shape[0]
+    except (pd.errors.ParserError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{table.name}: invalid CSV ({str(error).strip()}).") from error
+
+
+def _frame_to_array(table, frame, first_row):
+    import pandas as pd
+
+    if frame.shape[1] != table.n_features:
+        raise DataError(
+            f"{table.name}: expected {table.n_features} fields per line, found "
+            f"{frame.shape[1]} near line {table.line_number(first_row)}."
+        )
+    for column in range(frame.shape[1]):
+        values = frame.iloc[:, column]
+        is_bool = pd.api.types.is_bool_dtype(values)
+        if is_bool or not pd.api.types.is_numeric_dtype(values):
+            _raise_non_numeric(table, values, column, first_row)
+    array = frame.to_numpy(dtype=np.float64)
+    _check_finite_csv(table, array, first_row)
+    return array
+
+
+def _raise_non_numeric(table, values, column, first_row):
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
+    row = int(bad[0]) if bad.size else 0
+    raise DataError(
+        f"{table.name}: {table.column_label(column)} is not numeric; line "
+        f"{table.line_number(first_row + row)} contains {values.iloc[row]!r}. "
+        "Drop or encode non-numeric columns before training."
+    )
+
+
+def _check_finite_csv(table, array, first_row):
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    row, column = np.argwhere(~finite)[0]
+    value = array[row, column]
+    what = "missing or NaN" if np.isnan(value) else f"{value}"
+    raise DataError(
+        f"{table.name}: line {table.line_number(first_row + row)}, "
+        f"{table.column_label(column)} is {what}; the data must be finite. "
+        "Remove or impute the value."
+    )
+
+
+def _parse_with_csv_module(table, chunk_rows):
+    """Parse the file with the standard library, for installations without
+    pandas."""
+    with open(table.name, newline="", encoding="utf-8") as file:
+        reader = csv.reader(file, delimiter=table.delimiter, skipinitialspace=True)
+        if table.has_header:
+            next(reader)
+        rows = []
+        first_row = 0
+        for fields in reader:
+            if not fields:
+                continue
+            rows.append(_parse_fields(table, fields, first_row + len(rows)))
+            if len(rows) == chunk_rows:
+                yield _rows_to_array(table, rows, first_row)
+                first_row += len(rows)
+                rows = []
+        if rows:
+            yield _rows_to_array(table, rows, first_row)
+
+
+def _parse_fields(table, fields, row):
+    if len(fields) != table.n_features:
+        raise DataError(
+            f"{table.name}: expected {table.n_features} fields per line, found "
+            f"{len(fields)} on line {table.line_number(row)}."
+        )
+    values = []
+    for column, field in enumerate(fields):
+        try:
+            values.append(float(field) if field.strip() else math.nan)
+        except ValueError:
+            raise DataError(
+                f"{table.name}: {table.column_label(column)} is not numeric; line "
+                f"{table.line_number(row)} contains {field!r}. Drop or encode "
+                "non-numeric columns before training."
+            ) from None
+    return values
+
+
+def _rows_to_array(table, rows, first_row):
+    array = np.array(rows, dtype=np.float64)
+    _check_finite_csv(table, array, first_row)
+    return array
+
+
+def check_writable(path):
+    """Raise :class:`DataError` unless a file can be created at ``path``.
+
+    Called before long work so that a run does not fail only at its end.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise DataError(f"{path}: the directory {directory} does not exist.")
+    if not os.access(directory, os.W_OK):
+        raise DataError(f"{path}: permission denied; cannot write in {directory}.")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, expected a file name.")
+
+
+@contextmanager
+def atomic_output(path):
+    """Open a temporary file next to ``path`` and move it onto ``path`` on success.
+
+    The body writes to the yielded binary file object. If the body raises, the
+    temporary file is removed and any existing file at ``path`` is left as it
+    was. The move uses :func:`os.replace`, which is atomic within one file system.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    descriptor, temporary = tempfile.mkstemp(
+        dir=directory, prefix=prefix, suffix=".tmp"
+    )
+    try:
+        # mkstemp creates the file readable by its owner only; give it the
+        # permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_current_umask())
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

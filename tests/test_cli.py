@@ -1,0 +1,358 @@
+"""Tests of ``python -m sklearn_ksparse``, run as a subprocess on files in tmp_path."""
+
+import io
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits
+
+from sklearn_ksparse import KSparseAutoencoder, _cli
+from sklearn_ksparse._io import atomic_output, open_table
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+SMALL_MODEL = ["--n-components", "16", "--k", "4", "--epochs", "3"]
+
+
+def run_cli(*args, cwd):
+    """Run the command line and return the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "sklearn_ksparse", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits().data[:300] / 16.0
+
+
+def write_csv(path, X, header=True):
+    names = ",".join(f"pixel{j}" for j in range(X.shape[1]))
+    # 17 significant digits make the text round-trip to the same float64 values.
+    np.savetxt(
+        path, X, delimiter=",", fmt="%.17g", header=names if header else "", comments=""
+    )
+    return path
+
+
+def test_no_arguments_runs_digits_demo(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_cli, "run_digits_demo", lambda: calls.append(True))
+    assert _cli.main([]) == 0
+    assert calls == [True]
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("fit", ["--n-components", "--k", "--epochs", "MiB", "rows", "--quiet"]),
+        ("transform", ["--model", "--output", "--chunk-rows", "save_npz"]),
+    ],
+)
+def test_subcommand_help(tmp_path, command, expected):
+    result = run_cli(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for text in expected:
+        assert text in result.stdout
+
+
+def test_fit_then_transform_csv(tmp_path, digits):
+    data = write_csv(tmp_path / "data.csv", digits)
+    fitted = run_cli("fit", data, "--model", "model.joblib", *SMALL_MODEL, cwd=tmp_path)
+    assert fitted.returncode == 0, fitted.stderr
+    assert "Saved to model.joblib" in fitted.stdout
+
+    encoded = run_cli(
+        "transform", data, "--model", "model.joblib", "--output", "codes.npz",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert encoded.returncode == 0, encoded.stderr
+    codes = sp.load_npz(tmp_path / "codes.npz")
+    model = joblib.load(tmp_path / "model.joblib")
+    assert isinstance(model, KSparseAutoencoder)
+    assert model.n_features_in_ == 64
+    assert codes.shape == (300, 16)
+    assert codes.getnnz(axis=1).max() <= 4
+    np.testing.assert_allclose(codes.toarray(), model.transform(digits).toarray())
+
+
+def test_fit_without_data_uses_digits(tmp_path):
+    result = run_cli("fit", "--model", "model.joblib", *SMALL_MODEL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = joblib.load(tmp_path / "model.joblib")
+    assert model.n_features_in_ == 64
+    assert model.n_iter_ == 3
+    assert "1797 rows x 64 columns" in result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", "-sparse.npz", "-noheader.csv"])
+def test_transform_reads_each_format(tmp_path, digits, suffix):
+    model = KSparseAutoencoder(16, k=4, max_iter=2, random_state=0).fit(digits)
+    joblib.dump(model, tmp_path / "model.joblib")
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".npy":
+        np.save(path, digits)
+    elif suffix == ".npz":
+        np.savez(path, X=digits)
+    elif suffix == "-sparse.npz":
+        sp.save_npz(path, sp.csr_matrix(digits))
+    else:
+        write_csv(path, digits, header=False)
+
+    status = _cli.main(
+        ["transform", str(path), "--model", str(tmp_path / "model.joblib"),
+         "--output", str(tmp_path / "codes.npz"), "--chunk-rows", "70"]
+    )  # fmt: skip
+    assert status == 0
+    codes = sp.load_npz(tmp_path / "codes.npz")
+    np.testing.assert_allclose(codes.toarray(), model.transform(digits).toarray())
+
+
+def test_streamed_fit_reports_progress(tmp_path, digits):
+    data = write_csv(tmp_path / "data.csv", digits)
+    result = run_cli(
+        "fit", data, "--model", "model.joblib", "--stream", "--chunk-rows", "100",
+        *SMALL_MODEL, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(streamed)" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines, start=1):
+        assert line.startswith(f"epoch {epoch}/3, loss ")
+        assert "elapsed" in line
+        assert "remaining about" in line
+    model = joblib.load(tmp_path / "model.joblib")
+    # One partial_fit call per chunk: 3 chunks in each of 3 epochs.
+    assert len(model.loss_curve_) == 9
+
+
+def test_in_memory_fit_reports_progress(tmp_path, digits):
+    np.save(tmp_path / "data.npy", digits)
+    result = run_cli(
+        "fit", "data.npy", "--model", "m.joblib", *SMALL_MODEL,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(in memory)" in result.stdout
+    progress = [line for line in result.stderr.splitlines() if "remaining" in line]
+    assert len(progress) == 3
+    assert "epoch 3" in progress[-1]
+
+
+def test_memory_limit_switches_to_streaming(tmp_path, digits):
+    np.save(tmp_path / "data.npy", digits)
+    # 300 x 64 float64 values take 0.15 MiB, over a limit of 0.1 MiB.
+    result = run_cli(
+        "fit", "data.npy", "--model", "m.joblib", "--memory-limit", "0.1",
+        *SMALL_MODEL, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(streamed)" in result.stdout
+
+
+def test_quiet_prints_no_progress(tmp_path, digits):
+    data = write_csv(tmp_path / "data.csv", digits)
+    result = run_cli(
+        "fit", data, "--model", "model.joblib", "--stream", "--quiet",
+        *SMALL_MODEL, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def make_bad_inputs(directory):
+    """Write one faulty input per case; return (name, file, expected message)."""
+    clean = "a,b,c\n0.1,0.2,0.3\n0.4,0.5,0.6\n"
+    cases = {
+        "text.csv": (clean + "0.7,high,0.9\n", "column 2 ('b') is not numeric"),
+        "nan.csv": (clean + "0.7,0.8,nan\n", "line 4, column 3 ('c') is missing"),
+        "empty-field.csv": (clean + "0.7,,0.9\n", "line 4, column 2 ('b')"),
+        "inf.csv": (clean + "inf,0.8,0.9\n", "line 4, column 1 ('a') is inf"),
+        "short.csv": (clean + "0.7,0.8\n", "line 4"),
+        "long.csv": (clean + "0.7,0.8,0.9,1.0\n", "line 4"),
+    }
+    inputs = []
+    for name, (text, message) in cases.items():
+        (directory / name).write_text(text)
+        inputs.append((name, message))
+    np.save(directory / "nan.npy", np.array([[0.0, 1.0, 2.0], [3.0, np.nan, 5.0]]))
+    inputs.append(("nan.npy", "row 1, column 1 (0-based indices) is nan"))
+    np.save(directory / "strings.npy", np.array([["x", "y", "z"]]))
+    inputs.append(("strings.npy", "expected a numeric array"))
+    np.save(directory / "flat.npy", np.zeros(3))
+    inputs.append(("flat.npy", "expected a two-dimensional array"))
+    inputs.append(("missing.csv", "missing.csv: file not found"))
+    return inputs
+
+
+@pytest.fixture
+def three_column_model(tmp_path):
+    X = np.random.RandomState(0).uniform(size=(40, 3))
+    model = KSparseAutoencoder(8, k=2, max_iter=2, random_state=0).fit(X)
+    joblib.dump(model, tmp_path / "model.joblib")
+    return tmp_path / "model.joblib"
+
+
+def test_bad_input_gives_message_not_traceback(tmp_path, three_column_model):
+    (tmp_path / "text.csv").write_text("a,b,c\n0.1,0.2,0.3\n0.4,x,0.6\n")
+    result = run_cli(
+        "transform", "text.csv", "--model", three_column_model, "--output", "c.npz",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "column 2 ('b') is not numeric; line 3 contains 'x'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "c.npz").exists()
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+def test_bad_inputs_named_in_message(
+    tmp_path, three_column_model, capsys, monkeypatch, pandas_installed
+):
+    if not pandas_installed:
+        # A None entry in sys.modules makes ``import pandas`` raise ImportError.
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    monkeypatch.chdir(tmp_path)
+    for name, message in make_bad_inputs(tmp_path):
+        status = _cli.main(
+            ["transform", name, "--model", str(three_column_model), "--output", "c.npz"]
+        )
+        assert status == 1, name
+        assert message in capsys.readouterr().err, name
+        assert not (tmp_path / "c.npz").exists(), name
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+def test_csv_reader_without_pandas(tmp_path, digits, monkeypatch, pandas_installed):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    path = write_csv(tmp_path / "data.csv", digits)
+    table = open_table(path)
+    chunks = list(table.iter_chunks(chunk_rows=128))
+    assert [chunk.shape for chunk in chunks] == [(128, 64), (128, 64), (44, 64)]
+    np.testing.assert_array_equal(np.concatenate(chunks), digits)
+    assert table.column_names[:2] == ["pixel0", "pixel1"]
+    assert table.n_rows == 300
+
+
+def test_width_mismatch_keeps_existing_output(tmp_path, digits, three_column_model):
+    np.save(tmp_path / "wide.npy", digits)
+    good = sp.random(5, 8, density=0.3, format="csr", random_state=0)
+    sp.save_npz(tmp_path / "codes.npz", good)
+    before = (tmp_path / "codes.npz").read_bytes()
+
+    result = run_cli(
+        "transform", "wide.npy", "--model", three_column_model,
+        "--output", "codes.npz", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "wide.npy has 64 columns" in result.stderr
+    assert "fitted on 3 columns" in result.stderr
+    assert (tmp_path / "codes.npz").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_failed_fit_keeps_existing_model(tmp_path, three_column_model):
+    before = three_column_model.read_bytes()
+    (tmp_path / "text.csv").write_text("a,b,c\n0.1,0.2,0.3\n0.4,x,0.6\n")
+    result = run_cli("fit", "text.csv", "--model", three_column_model, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "column 2 ('b') is not numeric; line 3 contains 'x'" in result.stderr
+    assert three_column_model.read_bytes() == before
+
+
+def test_unreadable_model_file(tmp_path, digits, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("data.npy", digits)
+    (tmp_path / "model.joblib").write_text("not a model")
+    joblib.dump({"weights": 1}, "dict.joblib")
+    expected = {
+        "model.joblib": "cannot load the model",
+        "dict.joblib": "contains a dict, not a KSparseAutoencoder",
+        "absent.joblib": "absent.joblib: file not found",
+    }
+    for name, message in expected.items():
+        status = _cli.main(
+            ["transform", "data.npy", "--model", name, "--output", "c.npz"]
+        )
+        assert status == 1, name
+        assert message in capsys.readouterr().err, name
+        assert not (tmp_path / "c.npz").exists(), name
+
+
+def test_output_directory_must_exist(tmp_path, capsys):
+    model_path = tmp_path / "no" / "such" / "model.joblib"
+    status = _cli.main(["fit", "--model", str(model_path)])
+    assert status == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_diverged_fit_writes_no_model(tmp_path, capsys):
+    model_path = tmp_path / "model.joblib"
+    status = _cli.main(
+        ["fit", "--model", str(model_path), "--learning-rate", "1e200", "--quiet",
+         "--n-components", "16", "--k", "4", "--epochs", "2"]
+    )  # fmt: skip
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "Training diverged" in error
+    assert "lower --learning-rate" in error
+    assert not model_path.exists()
+
+
+def test_atomic_output_removes_temporary_file(tmp_path):
+    target = tmp_path / "codes.npz"
+    target.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as file:
+            file.write(b"partial")
+            raise RuntimeError("write failed")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.npz"]
+
+    with atomic_output(target) as file:
+        file.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.npz"]
+
+
+def test_loss_stopper_counts_epochs_without_improvement():
+    stopper = _cli._LossStopper(tol=0.01, n_iter_no_change=2)
+    assert not stopper.should_stop(1.0)
+    assert not stopper.should_stop(0.5)
+    # 0.499 is not 1% below the best loss 0.5.
+    assert not stopper.should_stop(0.499)
+    assert stopper.should_stop(0.498)
+
+
+def test_progress_rows_and_remaining_time():
+    stream = io.StringIO()
+    progress = _cli._Progress(stream, quiet=False, interval=0.0)
+    progress.report_rows(2, 4, 500, fraction=0.5)
+    progress.report_epoch(4, 4, loss=0.25)
+    first, last = stream.getvalue().splitlines()
+    assert first.startswith("epoch 2/4, 500 rows, elapsed ")
+    assert "remaining about" in first
+    assert last.startswith("epoch 4/4, loss 0.25, elapsed ")
+    assert last.endswith("remaining about 0.0 s")
+
+    quiet = io.StringIO()
+    _cli._Progress(quiet, quiet=True, interval=0.0).report_epoch(1, 2, loss=1.0)
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(3.21, "3.2 s"), (125, "2 min 05 s"), (3 * 3600 + 65, "3 h 01 min")],
+)
+def test_format_seconds(seconds, text):
+    assert _cli._format_seconds(seconds) == text
