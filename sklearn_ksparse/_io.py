@@ -303,6 +303,9 @@ def _parse_with_pandas(table, chunk_rows):
         table.name,
         sep=table.delimiter,
         header=0 if table.has_header else None,
+        # Without this, pandas turns extra leading fields into the row index
+        # when the header is shorter than the rows, and drops them silently.
+        index_col=False,
         chunksize=chunk_rows,
         skipinitialspace=True,
         low_memory=False,
@@ -322,6 +325,8 @@ def _parse_with_pandas(table, chunk_rows):
 def _frame_to_array(table, frame, first_row):
     import pandas as pd
 
+    if frame.shape[0] == 0:
+        raise DataError(f"{table.name}: the file has a header but no data rows.")
     if frame.shape[1] != table.n_features:
         raise DataError(
             f"{table.name}: expected {table.n_features} fields per line, found "

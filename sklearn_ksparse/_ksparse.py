@@ -2,7 +2,7 @@
 
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from ._kernels import SparseCodes, encode_pre_activations
 from ._topk import CSRBuilder, apply_activation, select_topk
@@ -32,6 +33,11 @@ from ._training import (
 
 # Other formats are converted to CSR, whose row slicing the minibatches need.
 _ACCEPTED_SPARSE = "csr"
+# Minibatches whose encoder product is below this many flops train with one BLAS
+# thread. With the digits demo (256 components, 64 features) threaded OpenBLAS
+# 0.3.31 gained nothing on an idle 2-core machine and was up to 20 times slower
+# when other processes kept the cores busy.
+_MIN_FLOPS_FOR_BLAS_THREADS = 2**26
 _FLOAT_DTYPES = (np.float64, np.float32)
 # Parameters that each solver reads; a change to one of them rebuilds the optimizer.
 _SOLVER_PARAMETERS = {
@@ -224,7 +230,11 @@ class KSparseAutoencoder(
         Keep the decoder atoms at unit norm: the gradient component parallel to
         each atom is removed before each step and the atoms are rescaled after.
     auxk_coef : float, default=1/32
-        Weight of the auxiliary loss; 0 disables it.
+        Weight of the auxiliary loss; 0 disables it. Both terms of the loss
+        are plain squared errors, whereas Gao et al. divide each by a variance,
+        so the same value acts roughly ``1 / FVU`` times more weakly here
+        (FVU being the fraction of variance the main reconstruction leaves).
+        Raise it towards 1 when many units stay dead.
     auxk_k : int or "auto", default="auto"
         Number of dead units that reconstruct the error in the auxiliary loss.
         "auto" means ``max(1, n_features // 2)``.
@@ -468,12 +478,11 @@ class KSparseAutoencoder(
             start = min(4 * k, self.n_components)
         else:
             start = min(max(self.initial_k, k), self.n_components)
-        n_decay = int(self.k_schedule_fraction * self.max_iter)
-        schedule = np.full(self.max_iter, k, dtype=np.int64)
-        if n_decay > 0 and start > k:
-            steps = np.arange(n_decay) / n_decay
-            schedule[:n_decay] = np.round(start + (k - start) * steps)
-        return schedule
+        # The last epoch always trains with k, whatever the fraction.
+        n_decay = min(int(self.k_schedule_fraction * self.max_iter), self.max_iter - 1)
+        if n_decay == 0 or start == k:
+            return _KSchedule(k, k, 0)
+        return _KSchedule(start, k, n_decay)
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -628,8 +637,10 @@ class KSparseAutoencoder(
         n_valid = int(np.ceil(self.validation_fraction * n_samples))
         if n_samples - n_valid < 1:
             raise ValueError(
-                f"early_stopping needs at least 2 samples, got {n_samples}. "
-                "Pass more samples or set early_stopping=False."
+                f"validation_fraction={self.validation_fraction} holds out "
+                f"{n_valid} of {n_samples} samples and leaves none to train on. "
+                "Lower validation_fraction, pass more samples, or set "
+                "early_stopping=False."
             )
         order = random_state.permutation(n_samples)
         valid_rows = np.sort(order[:n_valid])
@@ -640,11 +651,11 @@ class KSparseAutoencoder(
         self, trainer, X_train, X_valid, schedule, batch_size, random_state
     ):
         """Run the epochs of :meth:`fit` with the k schedule and stopping rules."""
-        k = int(schedule[-1])
-        n_decay = int(np.count_nonzero(schedule != k))
+        n_decay = schedule.n_decay
         history = _FitHistory(self.tol, self.n_iter_no_change)
         start_time = time.perf_counter()
-        for epoch, epoch_k in enumerate(schedule.tolist()):
+        for epoch in range(self.max_iter):
+            epoch_k = schedule.k_at(epoch)
             loss, fired = self._run_epoch(
                 trainer, X_train, epoch_k, batch_size, random_state
             )
@@ -672,27 +683,33 @@ class KSparseAutoencoder(
         return _explained_variance(X_valid, self._params_encoder(trainer.params), k)
 
     def _run_epoch(self, trainer, X, k, batch_size, random_state):
+        steps_before = trainer.n_steps
+        n_components, n_features = trainer.params["components"].shape
+        small = 2 * batch_size * n_components * n_features < _MIN_FLOPS_FOR_BLAS_THREADS
+        blas_threads = threadpool_limits(1, user_api="blas") if small else nullcontext()
         try:
-            with np.errstate(over="ignore", invalid="ignore"):
+            with blas_threads, np.errstate(over="ignore", invalid="ignore"):
                 return trainer.run_epoch(X, k, batch_size, self.shuffle, random_state)
         except TrainingDivergedError as error:
+            n_steps = trainer.n_steps - steps_before
             raise TrainingDivergedError(
-                self._divergence_message(error, trainer.n_steps)
+                self._divergence_message(error, n_steps, X.dtype)
             ) from error
 
-    def _divergence_message(self, error, n_steps):
+    def _divergence_message(self, error, n_steps, dtype):
         kept = "The model was left as it was before this call."
         if n_steps == 0:
+            precision = "" if dtype == np.float64 else ", or pass float64 data"
             return (
                 f"Training failed at the first step: {error}, so the input "
                 "values are too large for the weights' floating-point type. "
-                "Scale the input, for example with StandardScaler, or pass "
-                f"float64 data. {kept}"
+                f"Scale the input, for example with StandardScaler{precision}. "
+                f"{kept}"
             )
         return (
-            f"Training diverged: {error} after {n_steps} steps. Lower "
-            f"learning_rate_init (now {self.learning_rate_init}) or scale the "
-            f"input, for example with StandardScaler. {kept}"
+            f"Training diverged: {error} after {n_steps} steps of this call. "
+            f"Lower learning_rate_init (now {self.learning_rate_init}) or scale "
+            f"the input, for example with StandardScaler. {kept}"
         )
 
     def _params_encoder(self, params):
@@ -748,6 +765,38 @@ class KSparseAutoencoder(
         self.encoder_bias_ = params["encoder_bias"]
         self.pre_bias_ = params["pre_bias"]
         self.t_ = self._trainer.n_steps
+
+    _EXPORTED_PARAMS = {
+        "components_": "components",
+        "encoder_weights_": "encoder_weights",
+        "encoder_bias_": "encoder_bias",
+        "pre_bias_": "pre_bias",
+    }
+
+    def __getstate__(self):
+        # The public weights are the trainer's arrays. joblib does not keep
+        # shared references between arrays, so storing them once and
+        # re-linking on load avoids a second copy in the file and in memory.
+        # object.__getstate__ can return the live __dict__, so copy it.
+        state = dict(super().__getstate__())
+        trainer = state.get("_trainer")
+        if trainer is None:
+            return state
+        for attribute, name in self._EXPORTED_PARAMS.items():
+            shared = trainer.params.get(name, trainer.params["components"])
+            if state.get(attribute) is shared:
+                del state[attribute]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        trainer = state.get("_trainer")
+        if trainer is None:
+            return
+        for attribute, name in self._EXPORTED_PARAMS.items():
+            if attribute not in state:
+                shared = trainer.params.get(name, trainer.params["components"])
+                setattr(self, attribute, shared)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -888,6 +937,8 @@ class KSparseAutoencoder(
         12
         """
         check_is_fitted(self)
+        # Parameters may have changed through set_params since fit.
+        self._validate_params()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
             X = X.tocsr()
@@ -928,6 +979,8 @@ class KSparseAutoencoder(
         True
         """
         check_is_fitted(self)
+        # Parameters may have changed through set_params since fit.
+        self._validate_params()
         X = _check_numeric_dtype(X)
         codes = check_array(
             X,
@@ -991,6 +1044,8 @@ class KSparseAutoencoder(
         True
         """
         check_is_fitted(self)
+        # Parameters may have changed through set_params since fit.
+        self._validate_params()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
             X = X.tocsr()
@@ -1017,6 +1072,9 @@ class KSparseAutoencoder(
 # took 429, 410 and 416 ms of CPU time with 32 MiB, 128 MiB and 1 GiB chunks
 # (NumPy 2.4, one OpenBLAS thread, AMD EPYC), so memory stays at this bound.
 _MAX_CHUNK_BYTES = 64 * 2**20
+# Sparse input is densified one chunk at a time; this smaller bound keeps the
+# dense chunk far below the size of the whole input made dense.
+_MAX_SPARSE_CHUNK_BYTES = 8 * 2**20
 
 
 class _Encoder:
@@ -1029,7 +1087,7 @@ class _Encoder:
         self.components = components
         self.activation = activation
 
-    def chunks(self, n_samples, gathered_per_row=0):
+    def chunks(self, n_samples, gathered_per_row=0, sparse_input=False):
         """Return row slices that fit the working memory.
 
         ``gathered_per_row`` counts the extra elements a row needs, such as the
@@ -1039,7 +1097,8 @@ class _Encoder:
         row_elements = 4 * n_components + 2 * n_features + gathered_per_row
         row_bytes = row_elements * self.components.itemsize
         # scikit-learn's working_memory setting is in MiB
-        budget = min(get_config()["working_memory"] * 2**20, _MAX_CHUNK_BYTES)
+        limit = _MAX_SPARSE_CHUNK_BYTES if sparse_input else _MAX_CHUNK_BYTES
+        budget = min(get_config()["working_memory"] * 2**20, limit)
         chunk_rows = min(max(int(budget // row_bytes), 1), max(n_samples, 1))
         return gen_batches(n_samples, chunk_rows)
 
@@ -1063,7 +1122,7 @@ class _Encoder:
         n_components = self.components.shape[0]
         builder = CSRBuilder(n_samples, n_components, k, self.components.dtype)
         gathered_per_row = k * self.components.shape[1] if least_squares else 0
-        for rows in self.chunks(n_samples, gathered_per_row):
+        for rows in self.chunks(n_samples, gathered_per_row, sp.issparse(X)):
             batch = dense_rows(X, rows, self.components.dtype)
             builder.append(*self.encode_chunk(batch, k, least_squares))
         return builder.finish()
@@ -1117,7 +1176,7 @@ def _explained_variance(X, encoder, k, least_squares=False):
     residual_sum = 0.0
     total_sum = 0.0
     squares_sum = 0.0
-    for rows in encoder.chunks(X.shape[0]):
+    for rows in encoder.chunks(X.shape[0], sparse_input=sp.issparse(X)):
         batch = dense_rows(X, rows, encoder.components.dtype)
         reconstruction = encoder.reconstruct_chunk(batch, k, least_squares)
         residual_sum += float(np.sum((batch - reconstruction) ** 2, dtype=np.float64))
@@ -1191,6 +1250,25 @@ class _FitHistory:
             }
             self.best_frequency = self.frequency
         return improved
+
+
+class _KSchedule:
+    """Linear decrease of the number of active units over the first epochs.
+
+    Epoch 0 uses ``start`` and epoch ``n_decay`` and later use ``k``.
+    """
+
+    def __init__(self, start, k, n_decay):
+        self.start = start
+        self.k = k
+        self.n_decay = n_decay
+
+    def k_at(self, epoch):
+        """Return the number of active units of ``epoch`` (0-based)."""
+        if epoch >= self.n_decay:
+            return self.k
+        fraction = epoch / self.n_decay
+        return int(round(self.start + (self.k - self.start) * fraction))
 
 
 def _copy_random_state(random_state):

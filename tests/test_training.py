@@ -402,5 +402,5 @@ def test_converged_fit_does_not_warn(X):
 def test_early_stopping_needs_two_samples(X):
     model = make_model(early_stopping=True)
 
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(ValueError, match="leaves none to train on"):
         model.fit(X[:1])
