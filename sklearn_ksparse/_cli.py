@@ -10,6 +10,7 @@ chunks through :meth:`KSparseAutoencoder.partial_fit`.
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
 import warnings
@@ -410,6 +411,11 @@ def _print_fit_summary(model, table, args, mode, n_epochs, seconds):
 
 def run_transform(args):
     """Encode ``args.data`` with the model at ``args.model`` into ``args.output``."""
+    if os.path.realpath(args.output) == os.path.realpath(args.model):
+        raise DataError(
+            f"{args.output}: the output path is the model file, which the codes "
+            "would overwrite. Pass another --output path."
+        )
     check_writable(args.output)
     model = _load_model(args.model)
     table = open_table(args.data)

@@ -262,7 +262,7 @@ class CsvTable:
 
 def _read_sample(path):
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        with open(path, newline="", encoding="utf-8-sig") as file:
             return [line for _, line in zip(range(_SAMPLE_LINES), file, strict=False)]
     except UnicodeDecodeError as error:
         raise DataError(
@@ -306,6 +306,8 @@ def _parse_with_pandas(table, chunk_rows):
         # Without this, pandas turns extra leading fields into the row index
         # when the header is shorter than the rows, and drops them silently.
         index_col=False,
+        # A byte order mark would otherwise make the first field non-numeric.
+        encoding="utf-8-sig",
         chunksize=chunk_rows,
         skipinitialspace=True,
         low_memory=False,
@@ -372,7 +374,7 @@ def _check_finite_csv(table, array, first_row):
 def _parse_with_csv_module(table, chunk_rows):
     """Parse the file with the standard library, for installations without
     pandas."""
-    with open(table.name, newline="", encoding="utf-8") as file:
+    with open(table.name, newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file, delimiter=table.delimiter, skipinitialspace=True)
         if table.has_header:
             next(reader)

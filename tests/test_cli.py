@@ -356,3 +356,34 @@ def test_progress_rows_and_remaining_time():
 )
 def test_format_seconds(seconds, text):
     assert _cli._format_seconds(seconds) == text
+
+
+def test_transform_output_cannot_be_model(tmp_path, digits, capsys):
+    np.save(tmp_path / "data.npy", digits)
+    model = KSparseAutoencoder(8, k=2, max_iter=2, random_state=0).fit(digits)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(model, model_path)
+    before = model_path.read_bytes()
+    status = _cli.main(
+        [
+            "transform", str(tmp_path / "data.npy"), "--model", str(model_path),
+            "--output", str(model_path),
+        ]
+    )  # fmt: skip
+    assert status == 1
+    assert "the output path is the model file" in capsys.readouterr().err
+    assert model_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_with_byte_order_mark(tmp_path, monkeypatch, pandas_installed, header):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    X = np.arange(12, dtype=np.float64).reshape(4, 3)
+    text = "a,b,c\n" if header else ""
+    text += "\n".join(",".join(f"{value:g}" for value in row) for row in X) + "\n"
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    table = open_table(path)
+    np.testing.assert_array_equal(np.concatenate(list(table.iter_chunks(2))), X)
