@@ -19,7 +19,7 @@ Compares, in one process tree and on one dataset:
 Every figure is the median of ``--repeats`` runs. The markdown report goes to
 stdout and, with ``--output``, to a file. Example::
 
-    python benchmarks/bench_speed.py --data /work/shared/data/mnist_test.npz \\
+    python benchmarks/bench_speed.py --data PATH/TO/mnist_test.npz \\
         --output speed.md
 
 ``--quick`` trains on 2560 rows for one epoch and stops the memory series at

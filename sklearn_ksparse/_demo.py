@@ -49,17 +49,24 @@ def _run_digits_demo(n_components, k, transform_k, random_state):
         "nonzeros_max": int(nonzeros.max()),
         "dead_components": model.n_dead_components_,
     }
-    report.update(_compare_classifiers(model, X_train, X_test, y_train, y_test))
+    report.update(_compare_classifiers(scaler, model, X_train, X_test, y_train, y_test))
     _print_report(report, n_components, k, transform_k)
     return report
 
 
-def _compare_classifiers(model, X_train, X_test, y_train, y_test):
+def _compare_classifiers(scaler, model, X_train, X_test, y_train, y_test):
+    """Score logistic regression on raw pixels and on the fitted model's codes.
+
+    The scaler and the autoencoder are already fitted on ``X_train``, so only
+    the classifier is trained on the codes instead of refitting the pipeline.
+    """
     raw = make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=2000))
-    coded = make_pipeline(MinMaxScaler(), model, LogisticRegression(max_iter=2000))
+    classifier = LogisticRegression(max_iter=2000)
+    classifier.fit(model.transform(scaler.transform(X_train)), y_train)
+    coded = make_pipeline(scaler, model, classifier)
     return {
         "accuracy_raw": raw.fit(X_train, y_train).score(X_test, y_test),
-        "accuracy_codes": coded.fit(X_train, y_train).score(X_test, y_test),
+        "accuracy_codes": coded.score(X_test, y_test),
     }
 
 

@@ -21,10 +21,10 @@ import scipy.sparse as sp
 from ._topk import apply_activation, select_topk
 
 # Codes with more than this fraction of kept units per row, divided by the
-# number of BLAS threads, use the dense layout. With one OpenBLAS thread
-# (OpenBLAS 0.3.31, NumPy 2.4, SciPy 1.17, AMD EPYC with AVX-512, float32, batch
-# 256, 784 features) each product after the top-k costs the same CPU time in
-# both layouts at k / width of about 1/11 to 1/8 for widths 512 and 2048. For
+# number of BLAS threads, use the dense layout. Each product after the top-k
+# costs the same CPU time in both layouts at k / width of about 1/11 to 1/8, for
+# widths 512 and 2048. That was measured with one OpenBLAS 0.3.31 thread, NumPy
+# 2.4, SciPy 1.17, AMD EPYC with AVX-512, float32, batch 256, 784 features. For
 # example, at (512, 64) the sparse and dense layouts took 1.85 and 2.18 ms for
 # the decoder product, 2.81 and 2.56 ms for the kept-unit gradients and 1.73
 # and 2.14 ms for a weight gradient. The sparse products run on one thread and

@@ -637,8 +637,8 @@ class KSparseAutoencoder(
         n_valid = int(np.ceil(self.validation_fraction * n_samples))
         if n_samples - n_valid < 1:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out "
-                f"{n_valid} of {n_samples} samples and leaves none to train on. "
+                f"Invalid validation_fraction={self.validation_fraction}: it holds "
+                f"out {n_valid} of {n_samples} samples and leaves none to train on. "
                 "Lower validation_fraction, pass more samples, or set "
                 "early_stopping=False."
             )
@@ -1068,11 +1068,11 @@ class KSparseAutoencoder(
         return tags
 
 
-# Larger chunks encode no faster: transform of 10,000 MNIST rows with 2048 units
-# took 429, 410 and 416 ms of CPU time with 32 MiB, 128 MiB and 1 GiB chunks
-# (NumPy 2.4, one OpenBLAS thread, AMD EPYC), so memory stays at this bound.
+# Larger chunks encode no faster, so memory stays at this bound. Encoding 10,000
+# MNIST rows with 2048 units took 429, 410 and 416 ms of CPU time with 32 MiB,
+# 128 MiB and 1 GiB chunks (NumPy 2.4, one OpenBLAS thread, AMD EPYC).
 _MAX_CHUNK_BYTES = 64 * 2**20
-# Sparse input is densified one chunk at a time; this smaller bound keeps the
+# Sparse input is densified one chunk at a time. This smaller bound keeps the
 # dense chunk far below the size of the whole input made dense.
 _MAX_SPARSE_CHUNK_BYTES = 8 * 2**20
 

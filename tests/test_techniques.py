@@ -12,19 +12,12 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from scipy.optimize import minimize
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_ksparse import KSparseAutoencoder
 
 N_COMPONENTS = 48
 K = 4
-
-
-@pytest.fixture(scope="module")
-def X():
-    data, _ = load_digits(return_X_y=True)
-    return data / 16.0
 
 
 def make_model(**params):

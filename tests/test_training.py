@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
@@ -15,12 +14,6 @@ from sklearn_ksparse import KSparseAutoencoder
 
 N_COMPONENTS = 32
 K = 4
-
-
-@pytest.fixture(scope="module")
-def X():
-    data, _ = load_digits(return_X_y=True)
-    return data / 16.0
 
 
 def make_model(**params):
