@@ -2,6 +2,7 @@
 
 import time
 import warnings
+from collections import deque
 from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
 
@@ -21,6 +22,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from ._kernels import SparseCodes, encode_pre_activations
+from ._optimizers import default_n_threads, get_executor
 from ._topk import CSRBuilder, apply_activation, select_topk
 from ._training import (
     TopKTrainer,
@@ -1075,6 +1077,9 @@ _MAX_CHUNK_BYTES = 64 * 2**20
 # Sparse input is densified one chunk at a time. This smaller bound keeps the
 # dense chunk far below the size of the whole input made dense.
 _MAX_SPARSE_CHUNK_BYTES = 8 * 2**20
+# Chunks encoded in parallel keep at least this many rows, because the matrix
+# product of a smaller chunk makes poor use of the BLAS kernel.
+_MIN_PARALLEL_CHUNK_ROWS = 256
 
 
 class _Encoder:
@@ -1087,19 +1092,26 @@ class _Encoder:
         self.components = components
         self.activation = activation
 
-    def chunks(self, n_samples, gathered_per_row=0, sparse_input=False):
+    def chunks(self, n_samples, gathered_per_row=0, sparse_input=False, n_workers=1):
         """Return row slices that fit the working memory.
 
         ``gathered_per_row`` counts the extra elements a row needs, such as the
-        ``k * n_features`` atoms that the least-squares refit gathers.
+        ``k * n_features`` atoms that the least-squares refit gathers. With
+        ``n_workers`` chunks in progress at once, each gets that share of the
+        memory, and the rows are cut into at least two chunks per worker (of
+        at least ``_MIN_PARALLEL_CHUNK_ROWS`` rows) so that the workers finish
+        together.
         """
         n_components, n_features = self.components.shape
         row_elements = 4 * n_components + 2 * n_features + gathered_per_row
         row_bytes = row_elements * self.components.itemsize
         # scikit-learn's working_memory setting is in MiB
         limit = _MAX_SPARSE_CHUNK_BYTES if sparse_input else _MAX_CHUNK_BYTES
-        budget = min(get_config()["working_memory"] * 2**20, limit)
+        budget = min(get_config()["working_memory"] * 2**20, limit) / n_workers
         chunk_rows = min(max(int(budget // row_bytes), 1), max(n_samples, 1))
+        if n_workers > 1:
+            balanced_rows = max(-(-n_samples // (2 * n_workers)), 1)
+            chunk_rows = min(chunk_rows, max(balanced_rows, _MIN_PARALLEL_CHUNK_ROWS))
         return gen_batches(n_samples, chunk_rows)
 
     def encode_chunk(self, X, k, least_squares):
@@ -1116,16 +1128,51 @@ class _Encoder:
         """Return canonical CSR codes of X, assembled chunk by chunk.
 
         The CSR arrays are allocated once for k entries per row and trimmed at
-        the end, so the extra memory is one chunk of pre-activations.
+        the end, so the extra memory is the pre-activations of the chunks in
+        progress.
         """
         n_samples = X.shape[0]
         n_components = self.components.shape[0]
         builder = CSRBuilder(n_samples, n_components, k, self.components.dtype)
-        gathered_per_row = k * self.components.shape[1] if least_squares else 0
-        for rows in self.chunks(n_samples, gathered_per_row, sp.issparse(X)):
-            batch = dense_rows(X, rows, self.components.dtype)
-            builder.append(*self.encode_chunk(batch, k, least_squares))
+        for indices, values in self._encoded_chunks(X, k, least_squares):
+            builder.append(indices, values)
         return builder.finish()
+
+    def _encoded_chunks(self, X, k, least_squares):
+        """Yield the kept units and values of each chunk of rows X, in order.
+
+        With several BLAS threads, that many worker threads encode chunks at
+        once, each with one BLAS thread. The top-k selection then runs in
+        parallel too, not only the matrix product.
+        """
+        n_samples, n_features = X.shape
+        dtype = self.components.dtype
+        gathered_per_row = k * n_features if least_squares else 0
+        n_workers = default_n_threads()
+        slices = list(
+            self.chunks(n_samples, gathered_per_row, sp.issparse(X), n_workers)
+        )
+        # Worker threads do not inherit the caller's floating-point error state.
+        error_state = np.geterr()
+
+        def encode_rows(rows):
+            with np.errstate(**error_state):
+                batch = dense_rows(X, rows, dtype)
+                return self.encode_chunk(batch, k, least_squares)
+
+        if n_workers == 1 or len(slices) == 1:
+            for rows in slices:
+                yield encode_rows(rows)
+            return
+        executor = get_executor(n_workers)
+        pending = deque()
+        with threadpool_limits(1, user_api="blas"):
+            for rows in slices:
+                pending.append(executor.submit(encode_rows, rows))
+                if len(pending) == n_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def reconstruct_chunk(self, X, k, least_squares):
         indices, values = self.encode_chunk(X, k, least_squares)

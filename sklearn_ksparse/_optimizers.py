@@ -8,11 +8,12 @@ The blocks are shared among a few threads: NumPy releases the GIL inside its
 elementwise loops, so the threads run on separate cores.
 """
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_info
+from threadpoolctl import ThreadpoolController
 
 _BLOCK_SIZE = 65536
 
@@ -32,14 +33,23 @@ def default_n_threads():
     updates too.
     """
     counts = [
-        info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"
+        controller.num_threads
+        for controller in _blas_controller().lib_controllers
+        if controller.user_api == "blas"
     ]
     if not counts:
         return 1
     return max(1, min(max(counts), _MAX_THREADS))
 
 
-def _get_executor(n_threads):
+@functools.cache
+def _blas_controller():
+    # Listing the loaded libraries takes milliseconds, so it happens once; the
+    # thread counts are read from the libraries on each call.
+    return ThreadpoolController().select(user_api="blas")
+
+
+def get_executor(n_threads):
     """Return a shared thread pool, made anew after a fork or a size change."""
     global _executor, _executor_key
     key = (os.getpid(), n_threads)
@@ -50,12 +60,22 @@ def _get_executor(n_threads):
 
 
 def _blocks(*arrays):
-    """Yield aligned flat slices of equally shaped contiguous arrays."""
-    flats = [array.reshape(-1) for array in arrays]
-    size = flats[0].size
-    for start in range(0, size, _BLOCK_SIZE):
-        stop = min(start + _BLOCK_SIZE, size)
-        yield [flat[start:stop] for flat in flats]
+    """Yield aligned slices of equally shaped C-contiguous arrays.
+
+    Matrices are cut into blocks of whole rows, so that a row-wise step such as
+    the unit-norm projection can run on a block while it is in the cache.
+    Vectors are cut into flat slices.
+    """
+    first = arrays[0]
+    if first.ndim == 2:
+        step = max(1, _BLOCK_SIZE // max(first.shape[1], 1))
+        n_rows = first.shape[0]
+    else:
+        arrays = [array.reshape(-1) for array in arrays]
+        step = _BLOCK_SIZE
+        n_rows = arrays[0].shape[0]
+    for start in range(0, n_rows, step):
+        yield [array[start : start + step] for array in arrays]
 
 
 def _run_group(update_block, blocks, args):
@@ -73,7 +93,7 @@ def run_blocks(update_block, blocks, args, n_threads):
     if n_threads <= 1:
         _run_group(update_block, blocks, args)
         return
-    executor = _get_executor(n_threads)
+    executor = get_executor(n_threads)
     futures = [
         executor.submit(_run_group, update_block, blocks[offset::n_threads], args)
         for offset in range(n_threads)
@@ -82,15 +102,30 @@ def run_blocks(update_block, blocks, args, n_threads):
         future.result()
 
 
-def _param_blocks(*array_lists):
-    """Return the aligned blocks of every parameter and its state arrays."""
+def _param_blocks(hooks, *array_lists):
+    """Return the aligned blocks of every parameter and its state arrays.
+
+    Each block ends with the parameter's ``(before, after)`` hooks, or a pair
+    of None when ``hooks`` is None.
+    """
+    if hooks is None:
+        hooks = [(None, None)] * len(array_lists[0])
     return [
-        block for arrays in zip(*array_lists, strict=True) for block in _blocks(*arrays)
+        [*block, *block_hooks]
+        for *arrays, block_hooks in zip(*array_lists, hooks, strict=True)
+        for block in _blocks(*arrays)
     ]
 
 
 class AdamOptimizer:
     """Adam (Kingma and Ba, 2015) with bias correction folded into the step size.
+
+    The step is ``param -= step_size * m / (sqrt(v) + epsilon)`` with
+    ``step_size = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, as in
+    scikit-learn's MLP. The moments are stored as ``m / (1 - beta_1)`` and
+    ``v / (1 - beta_2)``, which is the same step with two fewer elementwise
+    passes, because each moment then updates as ``beta * moment + grad`` (or
+    ``grad**2``).
 
     Parameters
     ----------
@@ -108,39 +143,57 @@ class AdamOptimizer:
 
     def __init__(self, params, learning_rate, beta_1, beta_2, epsilon, n_threads=None):
         self.n_threads = default_n_threads() if n_threads is None else n_threads
-        self.learning_rate = learning_rate
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
+        self.learning_rate = float(learning_rate)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
         self.t = 0
+        # Scaled moments: m / (1 - beta_1) and v / (1 - beta_2).
         self.first_moments = [np.zeros_like(param) for param in params]
         self.second_moments = [np.zeros_like(param) for param in params]
 
-    def update_params(self, params, grads):
-        """Take one step on ``params`` in place; ``grads`` are overwritten."""
+    def update_params(self, params, grads, hooks=None):
+        """Take one step on ``params`` in place; ``grads`` are overwritten.
+
+        ``hooks`` holds, per parameter, a ``(before, after)`` pair of functions
+        or None: ``before(grad, param)`` runs on each block of the gradient
+        before the update and ``after(param)`` on each updated block.
+        """
         self.t += 1
+        # sqrt(v) + epsilon = root_scale * (sqrt(v_scaled) + epsilon / root_scale)
+        root_scale = np.sqrt(1 - self.beta_2)
         step_size = (
             self.learning_rate
             * np.sqrt(1 - self.beta_2**self.t)
             / (1 - self.beta_1**self.t)
+            * (1 - self.beta_1)
+            / root_scale
         )
-        blocks = _param_blocks(params, grads, self.first_moments, self.second_moments)
-        run_blocks(self._update_block, blocks, (step_size,), self.n_threads)
+        # Python floats keep float32 arrays in float32 arithmetic, whereas a
+        # NumPy float64 scalar would make each in-place pass compute in float64.
+        step_size, epsilon = float(step_size), float(self.epsilon / root_scale)
+        blocks = _param_blocks(
+            hooks, params, grads, self.first_moments, self.second_moments
+        )
+        run_blocks(self._update_block, blocks, (step_size, epsilon), self.n_threads)
 
-    def _update_block(self, param, grad, first, second, step_size):
-        # first <- beta_1 * first + (1 - beta_1) * grad, written without a temporary
-        first -= grad
+    def _update_block(
+        self, param, grad, first, second, before, after, step_size, epsilon
+    ):
+        if before is not None:
+            before(grad, param)
         first *= self.beta_1
         first += grad
         np.square(grad, out=grad)
-        second -= grad
         second *= self.beta_2
         second += grad
         np.sqrt(second, out=grad)
-        grad += self.epsilon
+        grad += epsilon
         np.divide(first, grad, out=grad)
         grad *= step_size
         param -= grad
+        if after is not None:
+            after(param)
 
 
 class SGDOptimizer:
@@ -162,19 +215,24 @@ class SGDOptimizer:
 
     def __init__(self, params, learning_rate, momentum, nesterov, n_threads=None):
         self.n_threads = default_n_threads() if n_threads is None else n_threads
-        self.learning_rate = learning_rate
-        self.momentum = momentum
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
         self.nesterov = nesterov
         self.t = 0
         self.velocities = [np.zeros_like(param) for param in params]
 
-    def update_params(self, params, grads):
-        """Take one step on ``params`` in place; ``grads`` are overwritten."""
+    def update_params(self, params, grads, hooks=None):
+        """Take one step on ``params`` in place; ``grads`` are overwritten.
+
+        ``hooks`` works as in ``AdamOptimizer.update_params``.
+        """
         self.t += 1
-        blocks = _param_blocks(params, grads, self.velocities)
+        blocks = _param_blocks(hooks, params, grads, self.velocities)
         run_blocks(self._update_block, blocks, (), self.n_threads)
 
-    def _update_block(self, param, grad, velocity):
+    def _update_block(self, param, grad, velocity, before, after):
+        if before is not None:
+            before(grad, param)
         grad *= -self.learning_rate
         velocity *= self.momentum
         velocity += grad
@@ -186,3 +244,5 @@ class SGDOptimizer:
             param += grad
         else:
             param += velocity
+        if after is not None:
+            after(param)

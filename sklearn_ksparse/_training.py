@@ -9,10 +9,7 @@ from ._kernels import (
     encode_pre_activations,
     select_codes,
 )
-from ._optimizers import AdamOptimizer, SGDOptimizer, run_blocks
-
-# Row blocks of the unit-norm steps hold about this many elements.
-_ROW_BLOCK_ELEMENTS = 65536
+from ._optimizers import AdamOptimizer, SGDOptimizer
 
 
 class TrainingDivergedError(ValueError):
@@ -139,7 +136,7 @@ class TopKTrainer:
         self.optimizer = optimizer
         self.activation = activation
         self.normalize_components = normalize_components
-        self.auxk_coef = auxk_coef
+        self.auxk_coef = float(auxk_coef)
         self.auxk_k = auxk_k
         self.dead_after = dead_after
         n_components = params["components"].shape[0]
@@ -257,17 +254,22 @@ class TopKTrainer:
         return codes, aux_residual, False
 
     def _apply_gradients(self, gradients):
+        """Update the weights in place, keeping decoder atoms at unit norm.
+
+        The projection of the atoms' gradient and the rescaling of the atoms
+        run on each block of rows inside the optimizer's pass, while the block
+        is in the CPU cache.
+        """
         params = self.params
-        if self.normalize_components:
-            _remove_parallel_component(
-                gradients["components"], params["components"], self.n_threads
-            )
         names = [name for name in self.PARAM_ORDER if name in params]
-        self.optimizer.update_params(
-            [params[name] for name in names], [gradients[name] for name in names]
-        )
+        hooks = [(None, None)] * len(names)
         if self.normalize_components:
-            _normalize_rows(params["components"], self.n_threads)
+            hooks[names.index("components")] = (_project_rows, _normalize_block)
+        self.optimizer.update_params(
+            [params[name] for name in names],
+            [gradients[name] for name in names],
+            hooks,
+        )
 
     def check_finite(self):
         """Raise ``TrainingDivergedError`` if any weight is NaN or infinite."""
@@ -297,35 +299,14 @@ class TopKTrainer:
         return total_loss / n_samples, fired
 
 
-def _row_blocks(n_rows, n_columns):
-    """Yield row slices of about ``_ROW_BLOCK_ELEMENTS`` elements."""
-    rows = max(1, _ROW_BLOCK_ELEMENTS // max(n_columns, 1))
-    for start in range(0, n_rows, rows):
-        yield slice(start, start + rows)
-
-
-def _remove_parallel_component(gradient, atoms, n_threads=1):
-    """Project each gradient row onto the tangent space of its unit-norm atom.
-
-    Works in row blocks shared among ``n_threads`` threads, so the temporary is
-    a block, not a matrix.
-    """
-    blocks = [(gradient[rows], atoms[rows]) for rows in _row_blocks(*atoms.shape)]
-    run_blocks(_project_rows, blocks, (), n_threads)
-
-
 def _project_rows(gradient, atoms):
+    """Remove from each gradient row its component along the unit-norm atom."""
     parallel = np.einsum("ij,ij->i", gradient, atoms)
     gradient -= parallel[:, None] * atoms
 
 
-def _normalize_rows(atoms, n_threads=1):
-    """Scale each row of ``atoms`` to unit norm in place, in row blocks."""
-    blocks = [(atoms[rows],) for rows in _row_blocks(*atoms.shape)]
-    run_blocks(_normalize_block, blocks, (), n_threads)
-
-
 def _normalize_block(atoms):
+    """Scale each row of ``atoms`` to unit norm in place."""
     norms = np.einsum("ij,ij->i", atoms, atoms)
     np.sqrt(norms, out=norms)
     np.maximum(norms, np.finfo(atoms.dtype).tiny, out=norms)

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn import config_context
 
-from sklearn_ksparse import _optimizers, _training
+from sklearn_ksparse import _ksparse, _optimizers, _training
 from sklearn_ksparse._kernels import (
     DenseCodes,
     SparseCodes,
@@ -355,7 +355,7 @@ def test_encode_memory_is_output_plus_one_chunk():
 
 
 def test_unit_norm_steps_thread_independent(monkeypatch):
-    monkeypatch.setattr(_training, "_ROW_BLOCK_ELEMENTS", 2 * N_FEATURES)
+    monkeypatch.setattr(_optimizers, "_BLOCK_SIZE", 2 * N_FEATURES)
     results = []
     for n_threads in (1, 3):
         trainer, X = make_trainer("relu", False, dense=False)
@@ -368,13 +368,55 @@ def test_unit_norm_steps_thread_independent(monkeypatch):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-def test_projection_removes_parallel_part(monkeypatch):
-    monkeypatch.setattr(_training, "_ROW_BLOCK_ELEMENTS", 3 * N_FEATURES)
+def test_projection_removes_parallel_part():
     rng = np.random.RandomState(0)
     atoms = rng.standard_normal((N_COMPONENTS, N_FEATURES))
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
     gradient = rng.standard_normal((N_COMPONENTS, N_FEATURES))
     expected = gradient - np.sum(gradient * atoms, axis=1, keepdims=True) * atoms
-    _training._remove_parallel_component(gradient, atoms, n_threads=2)
+    _training._project_rows(gradient, atoms)
     np.testing.assert_allclose(gradient, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(np.sum(gradient * atoms, axis=1), 0, atol=1e-12)
+
+
+def make_encoder(rng, n_features, n_components):
+    weights = rng.standard_normal((n_components, n_features))
+    components = weights / np.linalg.norm(weights, axis=1, keepdims=True)
+    bias = rng.standard_normal(n_components)
+    pre_bias = rng.standard_normal(n_features)
+    return _Encoder(weights, bias, pre_bias, components, "relu")
+
+
+@pytest.mark.parametrize("least_squares", [False, True])
+@pytest.mark.parametrize("sparse_input", [False, True])
+def test_parallel_encode_matches_sequential(monkeypatch, least_squares, sparse_input):
+    rng = np.random.RandomState(0)
+    encoder = make_encoder(rng, 9, 30)
+    X = rng.standard_normal((101, 9))
+    if sparse_input:
+        X[X < 0.5] = 0
+        X = sp.csr_matrix(X)
+    monkeypatch.setattr(_ksparse, "default_n_threads", lambda: 1)
+    expected = encoder.encode(X, 5, least_squares)
+    monkeypatch.setattr(_ksparse, "default_n_threads", lambda: 3)
+    monkeypatch.setattr(_ksparse, "_MIN_PARALLEL_CHUNK_ROWS", 4)
+    chunks = list(encoder.chunks(X.shape[0], n_workers=3))
+    assert len(chunks) == 6
+    codes = encoder.encode(X, 5, least_squares)
+    np.testing.assert_array_equal(codes.indptr, expected.indptr)
+    np.testing.assert_array_equal(codes.indices, expected.indices)
+    np.testing.assert_allclose(codes.data, expected.data, rtol=1e-12)
+
+
+def test_parallel_encode_keeps_error_state(monkeypatch):
+    rng = np.random.RandomState(0)
+    encoder = make_encoder(rng, 4, 10)
+    X = np.full((40, 4), 1e308)
+    monkeypatch.setattr(_ksparse, "default_n_threads", lambda: 2)
+    monkeypatch.setattr(_ksparse, "_MIN_PARALLEL_CHUNK_ROWS", 4)
+    with np.errstate(over="raise", invalid="ignore"):
+        with pytest.raises(FloatingPointError, match="overflow"):
+            encoder.encode(X, 3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        codes = encoder.encode(X, 3)
+    assert not np.isfinite(codes.data).all()
