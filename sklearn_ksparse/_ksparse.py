@@ -85,6 +85,14 @@ def _check_numeric_dtype(X):
             "(X.real), the magnitude (np.abs(X)), or both stacked as separate "
             "features."
         )
+    if kinds & {"M", "m"}:
+        raise ValueError(
+            "X contains datetime or timedelta values, but KSparseAutoencoder "
+            "accepts numbers only. Convert them to numbers first, for example "
+            "to seconds since a reference time with "
+            "(column - reference) / pandas.Timedelta(seconds=1), or to calendar "
+            "features such as the hour and the weekday."
+        )
     if kinds & {"U", "S"}:
         raise ValueError(
             "X contains strings, but KSparseAutoencoder accepts numbers only. "
@@ -275,8 +283,9 @@ class KSparseAutoencoder(
     t_ : int
         Number of optimizer steps (minibatches) since the weights were
         initialised, summed over warm-started fits and :meth:`partial_fit`
-        calls. It includes the steps after the best epoch when
-        ``early_stopping`` restores that epoch's weights.
+        calls. When ``early_stopping`` restores the best epoch's weights, it
+        restores the optimizer state of that epoch too, so ``t_`` counts the
+        steps up to that epoch and :meth:`partial_fit` continues from there.
     loss_curve_ : list of float
         Mean training loss of each of the ``n_iter_`` epochs, one per
         :meth:`partial_fit` call.
@@ -737,8 +746,8 @@ class KSparseAutoencoder(
 
     def _store_fit(self, trainer, history, random_state):
         frequency = history.frequency
-        if history.best_params is not None:
-            trainer.params = history.best_params
+        if history.best_trainer is not None:
+            trainer = history.best_trainer
             frequency = history.best_frequency
         self._commit_trainer(trainer, random_state)
         self.n_iter_ = len(history.losses)
@@ -1249,7 +1258,7 @@ class _FitHistory:
         self.frequency = None
         self.best_loss = None
         self.best_score = None
-        self.best_params = None
+        self.best_trainer = None
         self.best_frequency = None
         self.no_improvement_count = 0
         self.converged = False
@@ -1292,9 +1301,9 @@ class _FitHistory:
             improved = True
         if self.best_score is None or score > self.best_score:
             self.best_score = score
-            self.best_params = {
-                name: value.copy() for name, value in trainer.params.items()
-            }
+            # The optimizer state goes with the weights, so that partial_fit
+            # after early stopping continues from the restored epoch.
+            self.best_trainer = trainer.copy()
             self.best_frequency = self.frequency
         return improved
 

@@ -366,6 +366,26 @@ def test_early_stopping_restores_best_weights(X):
     assert model.best_loss_ is None
 
 
+def test_early_stopping_restores_optimizer_state(X):
+    model = make_model(
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=3,
+        learning_rate_init=0.02,
+        max_iter=40,
+    )
+    fit_quietly(model, X)
+    steps_per_epoch = math.ceil((X.shape[0] - math.ceil(0.1 * X.shape[0])) / 256)
+    best_epoch = model.validation_scores_.index(model.best_validation_score_) + 1
+    trainer = model._trainer
+
+    assert best_epoch < model.n_iter_
+    assert model.t_ == best_epoch * steps_per_epoch
+    assert trainer.optimizer.t == model.t_
+    model.partial_fit(X)
+    assert model.t_ == best_epoch * steps_per_epoch + math.ceil(X.shape[0] / 256)
+
+
 def test_without_early_stopping_no_validation(X):
     model = fit_quietly(make_model(max_iter=6, k_schedule_fraction=0.5), X)
 

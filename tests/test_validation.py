@@ -594,6 +594,12 @@ def with_dataframe_text():
     return df
 
 
+def with_dataframe_datetime():
+    df = make_frame()
+    df["pixel_0"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(df.index, unit="h")
+    return df
+
+
 # (case id, input factory, exception, pattern that the message must match)
 BAD_TRAINING_INPUTS = [
     ("nan", lambda: with_value(np.nan), ValueError, "Input X contains NaN"),
@@ -641,6 +647,18 @@ BAD_TRAINING_INPUTS = [
         with_dataframe_text,
         ValueError,
         "not a number.*'dark'",
+    ),
+    (
+        "datetime-dataframe",
+        with_dataframe_datetime,
+        ValueError,
+        r"datetime or timedelta values.*pandas.Timedelta",
+    ),
+    (
+        "datetime-array",
+        lambda: np.full((4, N_FEATURES), np.datetime64("2026-01-01")),
+        ValueError,
+        "datetime or timedelta values",
     ),
     ("1d", lambda: make_data()[0], ValueError, "(?s)Expected 2D array.*reshape"),
     ("3d", lambda: make_data()[None], ValueError, "dim 3"),
