@@ -368,7 +368,11 @@ def encoding_rows(X, fitted, args):
 
 
 def layout_step_seconds(X, n_components, k, dense, repeats):
-    """Return the median time of one train step without AuxK in one layout."""
+    """Return the median time of one train step without AuxK in one layout.
+
+    The step runs as in the estimator: the rows are split among the
+    optimizer's threads, each with one BLAS thread.
+    """
     pre_bias = X.mean(axis=0, dtype=np.float64).astype(np.float32)
     params = initial_parameters(n_components, pre_bias, False, np.random.RandomState(0))
     names = [name for name in TopKTrainer.PARAM_ORDER if name in params]
@@ -377,9 +381,11 @@ def layout_step_seconds(X, n_components, k, dense, repeats):
     )
     trainer = TopKTrainer(params, optimizer, "relu", True, 0.0, 1, DEAD_AFTER)
     trainer.dense = dense
+    trainer.n_workers = optimizer.n_threads
     batch = X[:BATCH_SIZE]
-    trainer.train_step(batch, k)
-    return median_time(lambda: trainer.train_step(batch, k), max(repeats, 15))
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        trainer.train_step(batch, k)
+        return median_time(lambda: trainer.train_step(batch, k), max(repeats, 15))
 
 
 def layout_rows(X, args):
@@ -579,9 +585,10 @@ def report(args, results, elapsed, loads):
         "",
         "### Sparse and dense code layouts",
         "",
-        "One train step (batch 256, no AuxK) with the codes in each layout. The "
-        "estimator switches to dense above k / n_components = "
-        f"{DENSE_MIN_FRACTION:.3f} / (BLAS threads, at most 4).",
+        "One train step (batch 256, no AuxK) with the codes in each layout, "
+        "with the rows split among the optimizer's threads as in the "
+        "estimator. The estimator switches to dense above k / n_components = "
+        f"{DENSE_MIN_FRACTION:.3f}.",
         "",
         "| n_components, k | k / n_components | sparse ms | dense ms | "
         "dense / sparse |",

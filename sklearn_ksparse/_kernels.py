@@ -18,19 +18,20 @@ Every array keeps the dtype of the weights, so float32 training stays float32.
 import numpy as np
 import scipy.sparse as sp
 
+from ._optimizers import run_tasks
 from ._topk import apply_activation, select_topk
 
-# Codes with more than this fraction of kept units per row, divided by the
-# number of BLAS threads, use the dense layout. Each product after the top-k
-# costs the same CPU time in both layouts at k / width of about 1/11 to 1/8, for
-# widths 512 and 2048. That was measured with one OpenBLAS 0.3.31 thread, NumPy
-# 2.4, SciPy 1.17, AMD EPYC with AVX-512, float32, batch 256, 784 features. For
-# example, at (512, 64) the sparse and dense layouts took 1.85 and 2.18 ms for
-# the decoder product, 2.81 and 2.56 ms for the kept-unit gradients and 1.73
-# and 2.14 ms for a weight gradient. The sparse products run on one thread and
-# BLAS on all of them.
-# NOTE: dividing by the thread count assumes that BLAS scales linearly on these
-# small products; benchmarks/bench_speed.py prints both layouts' step times.
+# Codes with more than this fraction of kept units per row use the dense layout.
+# Each product after the top-k costs the same CPU time in both layouts at
+# k / width of about 1/11 to 1/8, for widths 512 and 2048. That was measured
+# with one OpenBLAS 0.3.31 thread, NumPy 2.4, SciPy 1.17, AMD EPYC with AVX-512,
+# float32, batch 256, 784 features. For example, at (512, 64) the sparse and
+# dense layouts took 1.85 and 2.18 ms for the decoder product, 2.81 and 2.56 ms
+# for the kept-unit gradients and 1.73 and 2.14 ms for a weight gradient.
+# Training splits the rows of a minibatch among threads with one BLAS thread
+# each, so both layouts use every core and the thread count does not move the
+# crossover: whole steps on 2 threads took 9.5 (sparse) and 9.7 ms (dense) at
+# (512, 64), and 35.9 and 34.6 ms at (2048, 256).
 DENSE_MIN_FRACTION = 1 / 9
 
 # Gathered atoms are processed in row chunks of about this many elements
@@ -61,16 +62,15 @@ def rows_as_csr(indices, values, n_columns):
     )
 
 
-def use_dense_layout(k, width, dense=None, n_threads=1):
+def use_dense_layout(k, width, dense=None):
     """Return whether codes with ``k`` of ``width`` units kept go dense.
 
     ``dense`` forces the layout when it is a bool. None compares ``k / width``
-    with ``DENSE_MIN_FRACTION / n_threads``, where ``n_threads`` is the number
-    of BLAS threads.
+    with ``DENSE_MIN_FRACTION``.
     """
     if dense is not None:
         return bool(dense)
-    return k * n_threads > DENSE_MIN_FRACTION * width
+    return k > DENSE_MIN_FRACTION * width
 
 
 class SparseCodes:
@@ -149,6 +149,16 @@ class DenseCodes:
         np.put_along_axis(self.kept, indices, True, axis=1)
         self._atoms = None
 
+    @classmethod
+    def stack(cls, parts):
+        """Return the codes of consecutive row slices as one ``DenseCodes``."""
+        stacked = object.__new__(cls)
+        stacked.units = parts[0].units
+        stacked.codes = np.concatenate([part.codes for part in parts])
+        stacked.kept = np.concatenate([part.kept for part in parts])
+        stacked._atoms = parts[0]._atoms
+        return stacked
+
     def atoms(self, components):
         """Return the rows of ``components`` of the code's units."""
         if self.units is None:
@@ -190,9 +200,7 @@ class DenseCodes:
             out[self.units] += sums
 
 
-def select_codes(
-    pre_activations, k, activation, n_components, units=None, dense=None, n_threads=1
-):
+def select_codes(pre_activations, k, activation, n_components, units=None, dense=None):
     """Keep the ``k`` largest pre-activations of each row as codes.
 
     Parameters
@@ -208,8 +216,6 @@ def select_codes(
         Unit of each column of ``pre_activations``; None means all units.
     dense : bool, default=None
         Force the layout; None chooses it with ``use_dense_layout``.
-    n_threads : int, default=1
-        Number of BLAS threads, which favours the dense layout.
 
     Returns
     -------
@@ -218,11 +224,22 @@ def select_codes(
     width = pre_activations.shape[1]
     indices, kept = select_topk(pre_activations, k)
     values = apply_activation(kept, activation)
-    if use_dense_layout(k, width, dense, n_threads):
+    if use_dense_layout(k, width, dense):
         return DenseCodes(indices, values, units, width)
     if units is not None:
         indices = units[indices]
     return SparseCodes(indices, values, n_components)
+
+
+def concatenate_codes(parts):
+    """Return the codes of consecutive row slices, all in one layout, as one."""
+    if isinstance(parts[0], DenseCodes):
+        return DenseCodes.stack(parts)
+    return SparseCodes(
+        np.concatenate([part.indices for part in parts]),
+        np.concatenate([part.values for part in parts]),
+        parts[0].n_components,
+    )
 
 
 def weight_gradient(terms, shape, dtype):
@@ -256,7 +273,9 @@ def weight_gradient(terms, shape, dtype):
     return gradient
 
 
-def backpropagate(terms, centered, params, activation):
+def backpropagate(
+    terms, centered, params, activation, code_gradients=None, n_workers=1
+):
     """Return the gradients of a sum of squared reconstruction errors.
 
     Parameters
@@ -272,6 +291,12 @@ def backpropagate(terms, centered, params, activation):
         ``components``, ``encoder_bias``, ``pre_bias`` and, unless the weights
         are tied, ``encoder_weights``.
     activation : {"relu", "identity"}
+    code_gradients : list of ndarray, default=None
+        Gradient of each term with respect to its kept pre-activations, as
+        returned by ``unit_gradients``; None computes them here.
+    n_workers : int, default=1
+        Threads for the weight gradients of the decoder and the encoder, which
+        are computed concurrently when it is above 1.
 
     Returns
     -------
@@ -280,28 +305,36 @@ def backpropagate(terms, centered, params, activation):
     """
     components = params["components"]
     dtype = components.dtype
-    code_gradients = [
-        codes.unit_gradients(components, residual, activation)
-        for codes, residual, _ in terms
-    ]
+    if code_gradients is None:
+        code_gradients = [
+            codes.unit_gradients(components, residual, activation)
+            for codes, residual, _ in terms
+        ]
     decoder_terms = [(codes, codes_values(codes), r) for codes, r, _ in terms]
     encoder_terms = [
         (codes, grads, centered)
         for (codes, _, _), grads in zip(terms, code_gradients, strict=True)
     ]
-    tied = "encoder_weights" not in params
     gradients = {}
-    if tied:
+    tied = "encoder_weights" not in params
+    if tied and n_workers <= 1:
         gradients["components"] = weight_gradient(
             decoder_terms + encoder_terms, components.shape, dtype
         )
     else:
-        gradients["components"] = weight_gradient(
-            decoder_terms, components.shape, dtype
+        decoder_gradient, encoder_gradient = run_tasks(
+            weight_gradient,
+            [
+                (decoder_terms, components.shape, dtype),
+                (encoder_terms, components.shape, dtype),
+            ],
+            n_workers,
         )
-        gradients["encoder_weights"] = weight_gradient(
-            encoder_terms, components.shape, dtype
-        )
+        gradients["components"] = decoder_gradient
+        if tied:
+            decoder_gradient += encoder_gradient
+        else:
+            gradients["encoder_weights"] = encoder_gradient
 
     bias_gradient = np.zeros(components.shape[0], dtype=dtype)
     for (codes, _, _), grads in zip(terms, code_gradients, strict=True):

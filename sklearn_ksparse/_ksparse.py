@@ -3,7 +3,7 @@
 import time
 import warnings
 from collections import deque
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -697,9 +697,15 @@ class KSparseAutoencoder(
         steps_before = trainer.n_steps
         n_components, n_features = trainer.params["components"].shape
         small = 2 * batch_size * n_components * n_features < _MIN_FLOPS_FOR_BLAS_THREADS
-        blas_threads = threadpool_limits(1, user_api="blas") if small else nullcontext()
+        # Large minibatches are split among the optimizer's threads, each with
+        # one BLAS thread, so that the top-k selection and the sparse products
+        # run in parallel too. Small ones run in order, also on one BLAS thread.
+        trainer.n_workers = 1 if small else trainer.n_threads
         try:
-            with blas_threads, np.errstate(over="ignore", invalid="ignore"):
+            with (
+                threadpool_limits(1, user_api="blas"),
+                np.errstate(over="ignore", invalid="ignore"),
+            ):
                 return trainer.run_epoch(X, k, batch_size, self.shuffle, random_state)
         except TrainingDivergedError as error:
             n_steps = trainer.n_steps - steps_before

@@ -89,17 +89,31 @@ def run_blocks(update_block, blocks, args, n_threads):
     Each thread takes an interleaved share of the blocks. Blocks never overlap,
     so the result does not depend on the number of threads.
     """
-    n_threads = min(n_threads, len(blocks))
-    if n_threads <= 1:
-        _run_group(update_block, blocks, args)
-        return
-    executor = get_executor(n_threads)
-    futures = [
-        executor.submit(_run_group, update_block, blocks[offset::n_threads], args)
-        for offset in range(n_threads)
+    groups = [
+        (update_block, blocks[offset::n_threads], args)
+        for offset in range(min(n_threads, len(blocks)))
     ]
-    for future in futures:
-        future.result()
+    run_tasks(_run_group, groups, n_threads)
+
+
+def run_tasks(function, argument_tuples, n_threads):
+    """Return ``[function(*arguments) for arguments in argument_tuples]``.
+
+    With ``n_threads > 1`` and several tasks, the tasks run on the shared
+    thread pool, under the caller's floating-point error state, which threads
+    do not inherit.
+    """
+    if n_threads <= 1 or len(argument_tuples) <= 1:
+        return [function(*arguments) for arguments in argument_tuples]
+    error_state = np.geterr()
+
+    def run(arguments):
+        with np.errstate(**error_state):
+            return function(*arguments)
+
+    executor = get_executor(n_threads)
+    futures = [executor.submit(run, arguments) for arguments in argument_tuples]
+    return [future.result() for future in futures]
 
 
 def _param_blocks(hooks, *array_lists):

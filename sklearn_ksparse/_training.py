@@ -6,10 +6,11 @@ import scipy.sparse as sp
 from ._kernels import (
     DenseCodes,
     backpropagate,
+    concatenate_codes,
     encode_pre_activations,
     select_codes,
 )
-from ._optimizers import AdamOptimizer, SGDOptimizer
+from ._optimizers import AdamOptimizer, SGDOptimizer, run_tasks
 
 
 class TrainingDivergedError(ValueError):
@@ -144,6 +145,8 @@ class TopKTrainer:
         self.n_steps = 0
         # None chooses the code layout by density; True or False forces it.
         self.dense = None
+        # Threads that share the rows of a minibatch; 1 runs them in order.
+        self.n_workers = 1
 
     @property
     def n_threads(self):
@@ -191,33 +194,71 @@ class TopKTrainer:
         """Return the loss, the loss gradients and the codes of the minibatch X.
 
         The gradients are those of the main loss plus the AuxK loss, one newly
-        allocated array per parameter, before the unit-norm projection.
+        allocated array per parameter, before the unit-norm projection. With
+        ``n_workers > 1`` the rows are split among that many threads up to the
+        gradients of the kept units, and the weight gradients of the decoder
+        and the encoder are computed concurrently.
         """
         n_samples = X.shape[0]
+        dead_units = self._aux_units()
+        parts = run_tasks(
+            self._forward_rows,
+            [(X[rows], k, n_samples, dead_units) for rows in self._row_parts(X)],
+            self.n_workers,
+        )
+        centered, terms, code_gradients, squared_error = _merge_row_parts(parts)
+        loss = 0.5 * squared_error / n_samples
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(f"the training loss became {loss}")
+        gradients = backpropagate(
+            terms, centered, self.params, self.activation, code_gradients,
+            n_workers=self.n_workers,
+        )  # fmt: skip
+        return loss, gradients, terms[0][0]
+
+    def _row_parts(self, X):
+        """Split the rows of X into ``n_workers`` slices of near-equal size."""
+        n_samples = X.shape[0]
+        n_parts = max(1, min(self.n_workers, n_samples))
+        bounds = np.linspace(0, n_samples, n_parts + 1).astype(int)
+        return [
+            slice(start, stop)
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+
+    def _forward_rows(self, X, k, n_samples, dead_units):
+        """Run the forward pass and the kept units' gradients on rows X.
+
+        ``n_samples`` is the minibatch size that scales the loss. Returns the
+        centred rows, the ``(codes, residual, includes_pre_bias)`` terms, the
+        gradient of each term with respect to its pre-activations and the sum
+        of squared errors.
+        """
         params = self.params
-        n_components = params["components"].shape[0]
+        components = params["components"]
         centered, pre_activations = encode_pre_activations(
             X, self.encoder_weights, params["encoder_bias"], params["pre_bias"]
         )
         codes = select_codes(
-            pre_activations, k, self.activation, n_components,
-            dense=self.dense, n_threads=self.n_threads,
+            pre_activations, k, self.activation, components.shape[0],
+            dense=self.dense,
         )  # fmt: skip
-        residual = codes.decode(params["components"])
+        residual = codes.decode(components)
         residual += params["pre_bias"]
         residual -= X
         flat_residual = residual.reshape(-1)
-        loss = 0.5 * float(np.dot(flat_residual, flat_residual)) / n_samples
-        if not np.isfinite(loss):
-            raise TrainingDivergedError(f"the training loss became {loss}")
-
+        squared_error = float(np.dot(flat_residual, flat_residual))
         residual *= 1.0 / n_samples
         terms = [(codes, residual, True)]
-        auxiliary = self._auxiliary_term(pre_activations, residual)
-        if auxiliary is not None:
-            terms.append(auxiliary)
-        gradients = backpropagate(terms, centered, params, self.activation)
-        return loss, gradients, codes
+        if dead_units is not None:
+            terms.append(
+                self._auxiliary_term(pre_activations, residual, dead_units, n_samples)
+            )
+        code_gradients = [
+            term_codes.unit_gradients(components, term_residual, self.activation)
+            for term_codes, term_residual, _ in terms
+        ]
+        return centered, terms, code_gradients, squared_error
 
     @staticmethod
     def _count_fired(codes, n_components):
@@ -226,25 +267,26 @@ class TopKTrainer:
             return np.count_nonzero(codes.codes, axis=0)
         return np.bincount(codes.indices[codes.values != 0], minlength=n_components)
 
-    def _auxiliary_term(self, pre_activations, residual):
-        """Build the AuxK term: dead units reconstruct the main residual.
-
-        ``residual`` is ``(x_hat - x) / n``. The top ``auxk_k`` dead units
-        reconstruct the error ``x - x_hat`` without the pre-bias. The error is a
-        constant here, so no gradient flows back into the main reconstruction.
-        Returns None when the term is disabled or no unit is dead.
-        """
+    def _aux_units(self):
+        """Return the dead units that enter the AuxK term, or None if it is off."""
         if self.auxk_coef == 0:
             return None
         dead_units = np.flatnonzero(self.dead_mask())
-        if dead_units.size == 0:
-            return None
-        n_samples, n_components = pre_activations.shape
+        return dead_units if dead_units.size else None
+
+    def _auxiliary_term(self, pre_activations, residual, dead_units, n_samples):
+        """Build the AuxK term: dead units reconstruct the main residual.
+
+        ``residual`` is ``(x_hat - x) / n_samples``. The top ``auxk_k`` dead
+        units reconstruct the error ``x - x_hat`` without the pre-bias. The
+        error is a constant here, so no gradient flows back into the main
+        reconstruction.
+        """
+        n_components = pre_activations.shape[1]
         auxk_k = min(self.auxk_k, dead_units.size)
         codes = select_codes(
             pre_activations[:, dead_units], auxk_k, self.activation,
             n_components, units=dead_units, dense=self.dense,
-            n_threads=self.n_threads,
         )  # fmt: skip
         # (aux_reconstruction - error) / n, with error = -residual * n
         aux_residual = codes.decode(self.params["components"])
@@ -297,6 +339,23 @@ class TopKTrainer:
             fired += batch_fired
         self.check_finite()
         return total_loss / n_samples, fired
+
+
+def _merge_row_parts(parts):
+    """Concatenate the forward passes of consecutive row slices."""
+    if len(parts) == 1:
+        return parts[0]
+    centered = np.concatenate([part[0] for part in parts])
+    terms = []
+    code_gradients = []
+    for index in range(len(parts[0][1])):
+        part_terms = [part[1][index] for part in parts]
+        codes = concatenate_codes([term[0] for term in part_terms])
+        residual = np.concatenate([term[1] for term in part_terms])
+        terms.append((codes, residual, part_terms[0][2]))
+        code_gradients.append(np.concatenate([part[2][index] for part in parts]))
+    squared_error = sum(part[3] for part in parts)
+    return centered, terms, code_gradients, squared_error
 
 
 def _project_rows(gradient, atoms):

@@ -153,8 +153,8 @@ def test_layouts_train_identically():
 def test_layout_choice_follows_density():
     assert not use_dense_layout(16, 2048)
     assert use_dense_layout(392, 400)
-    assert not use_dense_layout(48, 512, n_threads=1)
-    assert use_dense_layout(48, 512, n_threads=2)
+    assert not use_dense_layout(48, 512)
+    assert use_dense_layout(64, 512)
     assert use_dense_layout(1, 2048, dense=True)
     assert not use_dense_layout(400, 400, dense=False)
 
@@ -420,3 +420,21 @@ def test_parallel_encode_keeps_error_state(monkeypatch):
     with np.errstate(over="ignore", invalid="ignore"):
         codes = encoder.encode(X, 3)
     assert not np.isfinite(codes.data).all()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("tied", [False, True])
+def test_row_split_gradients_match(dense, tied):
+    trainer, X = make_trainer("relu", tied, dense)
+    loss, gradients, codes = trainer.compute_gradients(X, K)
+    trainer.n_workers = 3
+    split_loss, split_gradients, split_codes = trainer.compute_gradients(X, K)
+
+    assert split_loss == pytest.approx(loss, rel=1e-12)
+    assert split_gradients.keys() == gradients.keys()
+    for name, gradient in gradients.items():
+        np.testing.assert_allclose(split_gradients[name], gradient, rtol=1e-10)
+    np.testing.assert_array_equal(
+        trainer._count_fired(split_codes, N_COMPONENTS),
+        trainer._count_fired(codes, N_COMPONENTS),
+    )
