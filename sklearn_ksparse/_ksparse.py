@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from ._kernels import SparseCodes, encode_pre_activations
-from ._optimizers import default_n_threads, get_executor
+from ._optimizers import default_n_threads, get_executor, single_blas_thread
 from ._topk import CSRBuilder, apply_activation, select_topk
 from ._training import (
     TopKTrainer,
@@ -124,13 +124,14 @@ def _validate_numeric_data(estimator, X, reset):
         ) from error
 
 
-def _overflow_error(action, X):
-    """Build the ValueError for finite input whose codes or score overflowed."""
+def _overflow_error(action, X, fix=None):
+    """Build the ValueError for finite input whose result overflowed."""
     values = X.data if sp.issparse(X) else X
     largest = max(float(np.max(values, initial=0)), -float(np.min(values, initial=0)))
-    fix = "Scale X down, for example with StandardScaler"
-    if X.dtype == np.float32:
-        fix += ", or pass float64 data"
+    if fix is None:
+        fix = "Scale X down, for example with StandardScaler"
+        if X.dtype == np.float32:
+            fix += ", or pass float64 data"
     return ValueError(
         f"{action} X overflowed {X.dtype}: X has values up to {largest:.3g} in "
         f"absolute value. {fix}."
@@ -700,12 +701,14 @@ class KSparseAutoencoder(
         # Large minibatches are split among the optimizer's threads, each with
         # one BLAS thread, so that the top-k selection and the sparse products
         # run in parallel too. Small ones run in order, also on one BLAS thread.
-        trainer.n_workers = 1 if small else trainer.n_threads
         try:
             with (
                 threadpool_limits(1, user_api="blas"),
                 np.errstate(over="ignore", invalid="ignore"),
             ):
+                # Another thread may control the BLAS limit; then run in order.
+                parallel = not small and default_n_threads() == 1
+                trainer.n_workers = trainer.n_threads if parallel else 1
                 return trainer.run_epoch(X, k, batch_size, self.shuffle, random_state)
         except TrainingDivergedError as error:
             n_steps = trainer.n_steps - steps_before
@@ -859,6 +862,9 @@ class KSparseAutoencoder(
         """
         with _restore_on_error(self):
             first_call = not hasattr(self, "_trainer")
+            if not first_call:
+                # scikit-learn validates the parameters only on the first call.
+                self._validate_params()
             X = self._validate_training_input(X, reset=first_call)
             k = self._training_k()
             if first_call:
@@ -1016,8 +1022,12 @@ class KSparseAutoencoder(
         if sp.issparse(codes):
             codes = codes.tocsr()
         components = self.components_.astype(codes.dtype, copy=False)
-        reconstruction = np.asarray(codes @ components)
-        reconstruction += self.pre_bias_.astype(codes.dtype, copy=False)
+        # An overflow raises the ValueError below instead of a RuntimeWarning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            reconstruction = np.asarray(codes @ components)
+            reconstruction += self.pre_bias_.astype(codes.dtype, copy=False)
+        if not np.isfinite(reconstruction).all():
+            raise _overflow_error("Decoding", codes, fix="Pass the codes as float64")
         return reconstruction
 
     def score(self, X, y=None):
@@ -1167,6 +1177,21 @@ class _Encoder:
         slices = list(
             self.chunks(n_samples, gathered_per_row, sp.issparse(X), n_workers)
         )
+        if n_workers > 1 and len(slices) > 1:
+            with single_blas_thread():
+                # Another thread may control the BLAS limit; then run in order.
+                if default_n_threads() == 1:
+                    yield from self._encode_in_parallel(
+                        X, slices, k, least_squares, n_workers
+                    )
+                    return
+        for rows in slices:
+            batch = dense_rows(X, rows, dtype)
+            yield self.encode_chunk(batch, k, least_squares)
+
+    def _encode_in_parallel(self, X, slices, k, least_squares, n_workers):
+        """Encode the row ``slices`` of X on ``n_workers`` threads, in order."""
+        dtype = self.components.dtype
         # Worker threads do not inherit the caller's floating-point error state.
         error_state = np.geterr()
 
@@ -1175,19 +1200,14 @@ class _Encoder:
                 batch = dense_rows(X, rows, dtype)
                 return self.encode_chunk(batch, k, least_squares)
 
-        if n_workers == 1 or len(slices) == 1:
-            for rows in slices:
-                yield encode_rows(rows)
-            return
         executor = get_executor(n_workers)
         pending = deque()
-        with threadpool_limits(1, user_api="blas"):
-            for rows in slices:
-                pending.append(executor.submit(encode_rows, rows))
-                if len(pending) == n_workers:
-                    yield pending.popleft().result()
-            while pending:
+        for rows in slices:
+            pending.append(executor.submit(encode_rows, rows))
+            if len(pending) == n_workers:
                 yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def reconstruct_chunk(self, X, k, least_squares):
         indices, values = self.encode_chunk(X, k, least_squares)

@@ -116,6 +116,17 @@ def run_tasks(function, argument_tuples, n_threads):
     return [future.result() for future in futures]
 
 
+def single_blas_thread():
+    """Return a context that limits BLAS to one thread, where it can.
+
+    With threadpoolctl 3.8 and OpenBLAS on pthreads, only the first thread to
+    set a limit controls the process-wide BLAS pool, and limits set by other
+    threads are ignored. Callers check ``default_n_threads() == 1`` inside the
+    context before they start worker threads.
+    """
+    return _blas_controller().limit(limits=1)
+
+
 def _param_blocks(hooks, *array_lists):
     """Return the aligned blocks of every parameter and its state arrays.
 

@@ -1,11 +1,14 @@
 """Tests of the training kernels: gradients, top-k selection, optimizers, CSR."""
 
+import threading
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn import config_context
+from threadpoolctl import threadpool_limits
 
 from sklearn_ksparse import _ksparse, _optimizers, _training
 from sklearn_ksparse._kernels import (
@@ -438,3 +441,42 @@ def test_row_split_gradients_match(dense, tied):
         trainer._count_fired(split_codes, N_COMPONENTS),
         trainer._count_fired(codes, N_COMPONENTS),
     )
+
+
+def recorded_encode_threads(monkeypatch, call):
+    """Return the ids of the threads that encoded chunks during ``call()``."""
+    threads = []
+    encode_chunk = _Encoder.encode_chunk
+
+    def recording_encode_chunk(self, *args):
+        threads.append(threading.get_ident())
+        return encode_chunk(self, *args)
+
+    monkeypatch.setattr(_Encoder, "encode_chunk", recording_encode_chunk)
+    call()
+    return set(threads)
+
+
+def test_transform_threads_follow_blas_control(monkeypatch):
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((600, 6))
+    model = _ksparse.KSparseAutoencoder(8, k=2, max_iter=1, random_state=0)
+    model.fit(X[:50])
+    expected = model.transform(X)
+    with threadpool_limits(2, user_api="blas"):
+        if _optimizers.default_n_threads() < 2:
+            pytest.skip("BLAS cannot use two threads on this machine")
+        # The main thread controls the BLAS limit, so workers encode the chunks.
+        main_threads = recorded_encode_threads(monkeypatch, lambda: model.transform(X))
+        # A thread that cannot set the limit encodes every chunk itself, so
+        # that the chunks do not each start a full BLAS thread pool.
+        with ThreadPoolExecutor(1) as pool:
+            caller = pool.submit(threading.get_ident).result()
+            other_threads = recorded_encode_threads(
+                monkeypatch, lambda: pool.submit(model.transform, X).result()
+            )
+            codes = pool.submit(model.transform, X).result()
+
+    assert threading.get_ident() not in main_threads
+    assert other_threads == {caller}
+    assert (codes != expected).nnz == 0
