@@ -283,8 +283,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 # ----------------------------------------------------------------------
 
 
+def _reject_overwrite(path, option, content, **protected):
+    """Raise ``DataError`` if ``path`` names one of the ``protected`` files.
+
+    ``protected`` maps the role of each input file ("model", "data") to its
+    path, or to None when there is no such file.
+    """
+    descriptions = {"model": "the model file", "data": "the input data file"}
+    for role, other in protected.items():
+        if other is not None and os.path.realpath(path) == os.path.realpath(other):
+            raise DataError(
+                f"{path}: the {option} path is {descriptions[role]}, which the "
+                f"{content} would overwrite. Pass another --{option} path."
+            )
+
+
 def run_fit(args):
     """Train a model on ``args.data`` and save it to ``args.model``."""
+    _reject_overwrite(args.model, "model", "model", data=args.data)
     check_writable(args.model)
     table = _open_training_table(args.data)
     model = _make_model(args)
@@ -411,11 +427,7 @@ def _print_fit_summary(model, table, args, mode, n_epochs, seconds):
 
 def run_transform(args):
     """Encode ``args.data`` with the model at ``args.model`` into ``args.output``."""
-    if os.path.realpath(args.output) == os.path.realpath(args.model):
-        raise DataError(
-            f"{args.output}: the output path is the model file, which the codes "
-            "would overwrite. Pass another --output path."
-        )
+    _reject_overwrite(args.output, "output", "codes", model=args.model, data=args.data)
     check_writable(args.output)
     model = _load_model(args.model)
     table = open_table(args.data)

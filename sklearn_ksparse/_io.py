@@ -66,9 +66,17 @@ def check_readable(path):
 
 def _load_npy(path):
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
         raise DataError(f"{path}: not a readable .npy file ({error}).") from error
+    if not isinstance(data, np.ndarray):
+        # np.load opens any zip archive as an NpzFile, whatever its suffix.
+        data.close()
+        raise DataError(
+            f"{path}: the file is an .npz archive, not an .npy array. Rename it "
+            "to end in .npz."
+        )
+    return data
 
 
 def _load_npz(path):

@@ -375,6 +375,50 @@ def test_transform_output_cannot_be_model(tmp_path, digits, capsys):
     assert model_path.read_bytes() == before
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_transform_output_cannot_be_input(tmp_path, digits, capsys, suffix):
+    data_path = tmp_path / f"data{suffix}"
+    if suffix == ".npy":
+        np.save(data_path, digits)
+    else:
+        write_csv(data_path, digits)
+    before = data_path.read_bytes()
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
+    status = _cli.main(
+        [
+            "transform", str(data_path), "--model", str(model_path),
+            "--output", str(data_path),
+        ]
+    )  # fmt: skip
+    assert status == 1
+    assert "the output path is the input data file" in capsys.readouterr().err
+    assert data_path.read_bytes() == before
+
+
+def test_fit_model_cannot_be_input(tmp_path, digits, capsys):
+    data_path = tmp_path / "data.npy"
+    np.save(data_path, digits)
+    before = data_path.read_bytes()
+    status = _cli.main(
+        ["fit", str(data_path), "--model", str(data_path), "--epochs", "1"]
+    )
+    assert status == 1
+    assert "the model path is the input data file" in capsys.readouterr().err
+    assert data_path.read_bytes() == before
+
+
+def test_npz_archive_named_npy(tmp_path, capsys):
+    path = tmp_path / "archive.npy"
+    with open(path, "wb") as file:
+        np.savez(file, X=np.ones((30, 4)))
+    status = _cli.main(["fit", str(path), "--model", str(tmp_path / "m.joblib")])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "the file is an .npz archive, not an .npy array" in message
+    assert "Traceback" not in message
+
+
 @pytest.mark.parametrize("pandas_installed", [True, False])
 @pytest.mark.parametrize("header", [True, False])
 def test_csv_with_byte_order_mark(tmp_path, monkeypatch, pandas_installed, header):

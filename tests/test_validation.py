@@ -811,6 +811,17 @@ def test_invalid_parameter_raises(method, name, value):
     assert "must be" in message
 
 
+@pytest.mark.parametrize("name, value", INVALID_PARAMETERS)
+def test_invalid_parameter_after_fit_raises(name, value):
+    model = make_model().fit(make_data())
+    components, n_steps = model.components_.copy(), model.t_
+    model.set_params(**{name: value})
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter"):
+        model.partial_fit(make_data())
+    assert np.array_equal(model.components_, components)
+    assert model.t_ == n_steps
+
+
 def test_early_stopping_one_sample_raises():
     model = make_model(early_stopping=True)
     with pytest.raises(ValueError, match="leaves none to train on"):
@@ -861,6 +872,18 @@ def test_transform_overflow_raises(sparse_input):
     message = str(excinfo.value)
     assert "values up to 3e+38" in message
     assert "pass float64 data" in message
+
+
+@pytest.mark.parametrize("sparse_input", [False, True])
+def test_inverse_transform_overflow_raises(sparse_input):
+    model = make_model().fit(make_data().astype(np.float32))
+    codes = np.zeros((3, N_COMPONENTS), dtype=np.float32)
+    codes[1, :4] = 3e38
+    if sparse_input:
+        codes = sp.csr_matrix(codes)
+    with pytest.raises(ValueError, match="Decoding X overflowed float32") as excinfo:
+        model.inverse_transform(codes)
+    assert "Pass the codes as float64" in str(excinfo.value)
 
 
 @pytest.mark.parametrize(
