@@ -96,14 +96,26 @@ MNIST_LOGISTIC_CS = (0.1, 0.3, 1.0, 3.0, 10.0)
 MNIST_VALIDATION_ROWS = 2000
 
 # Reconstruction at equal k: (dataset, number of atoms, k, autoencoder settings).
+# The settings were chosen on a validation split of the training rows only.
+# MNIST trained on the first 6400 rows and was scored on the next 1600. Letter
+# used a further 80/20 split of its training rows with random_state=1. Of the
+# settings tried, the lowest validation FVU came from batches of 128 on MNIST,
+# and from batches of 64 with the default step size and up to 200 epochs on
+# letter. Keeping the k units of largest magnitude with signed codes, tried
+# as another selection rule, gave a higher FVU on both data sets.
 RECONSTRUCTION_CASES = (
     (
         "MNIST",
         512,
         16,
-        {"max_iter": 100, "learning_rate_init": 3e-3, "tied_weights": True},
+        {
+            "max_iter": 100,
+            "learning_rate_init": 3e-3,
+            "tied_weights": True,
+            "batch_size": 128,
+        },
     ),
-    ("letter", 64, 4, {"max_iter": 60, "learning_rate_init": 3e-3}),
+    ("letter", 64, 4, {"max_iter": 200, "batch_size": 64}),
 )
 DICTIONARY_SETTINGS = {"batch_size": 256, "max_iter": 10}
 
