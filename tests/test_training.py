@@ -338,14 +338,19 @@ def test_cold_refit_restarts_counters(X):
 # ---------------------------------------------------------------------------
 
 
-def test_early_stopping_restores_best_weights(X):
-    model = make_model(
+def make_early_stopping_model():
+    """Return a model whose best validation epoch comes before its last one."""
+    return make_model(
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=3,
         learning_rate_init=0.02,
         max_iter=40,
     )
+
+
+def test_early_stopping_restores_best_weights(X):
+    model = make_early_stopping_model()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         model.fit(X)
@@ -367,13 +372,7 @@ def test_early_stopping_restores_best_weights(X):
 
 
 def test_early_stopping_restores_optimizer_state(X):
-    model = make_model(
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=3,
-        learning_rate_init=0.02,
-        max_iter=40,
-    )
+    model = make_early_stopping_model()
     fit_quietly(model, X)
     steps_per_epoch = math.ceil((X.shape[0] - math.ceil(0.1 * X.shape[0])) / 256)
     best_epoch = model.validation_scores_.index(model.best_validation_score_) + 1
