@@ -8,6 +8,14 @@ import scipy.sparse as sp
 # selection kernel's fast path. Measured with NumPy 2.4 on AVX-512, argpartition
 # costs about 5 ns per element at 2048 columns and 2 ns at 512.
 _MIN_COLUMNS_FOR_FILTER = 512
+# Rows at least this wide, with at least _MIN_WIDTH_PER_KEPT columns per kept
+# entry, take the group selection. Measured on pre-activations of trained models
+# with NumPy 2.4, AVX-512, float32 and one thread: 2500 MNIST rows took 4.5
+# instead of 6.2 ms at (512, 16) and 14 instead of 19 ms at (2048, 16); 256
+# nudged-digits rows took 0.36 instead of 0.91 ms at (1024, 4). At (2048, 64)
+# the group selection took 1.07 times the filter's time.
+_MIN_COLUMNS_FOR_GROUPS = 256
+_MIN_WIDTH_PER_KEPT = 16
 
 
 def select_topk(pre_activations, k):
@@ -31,12 +39,53 @@ def select_topk(pre_activations, k):
     if k >= n_components:
         indices = np.broadcast_to(np.arange(n_components), (n_samples, n_components))
         return np.ascontiguousarray(indices), pre_activations.copy()
+    if n_components >= max(_MIN_COLUMNS_FOR_GROUPS, _MIN_WIDTH_PER_KEPT * k):
+        return _select_topk_grouped(pre_activations, k)
     n_groups = max(4 * k, 32)
     if n_components < max(_MIN_COLUMNS_FOR_FILTER, 4 * n_groups):
         indices = np.argpartition(pre_activations, n_components - k, axis=1)
         indices = indices[:, n_components - k :]
         return indices, np.take_along_axis(pre_activations, indices, axis=1)
     return _select_topk_filtered(pre_activations, k, n_groups)
+
+
+def _select_topk_grouped(pre_activations, k):
+    """Select the top k per row among the entries of the k best column groups.
+
+    The columns are split into interleaved groups of ``group_size`` columns.
+    Every entry of a valid top k lies in one of the k groups with the largest
+    maxima: an entry outside them is below k group maxima, which are k
+    distinct entries. Ties at the k-th value are kept only as far as a valid
+    top k needs. So the exact selection runs on ``k * group_size`` candidates
+    per row instead of the whole row. A group size near ``sqrt(width / 2k)``
+    balances the cost of the group maxima against that of the candidates.
+    """
+    n_samples, n_components = pre_activations.shape
+    group_size = max(2, round(np.sqrt(n_components / (2 * k))))
+    n_groups = n_components // group_size
+    n_grouped = n_groups * group_size
+    grouped = pre_activations[:, :n_grouped].reshape(n_samples, group_size, n_groups)
+    group_max = grouped.max(axis=1)
+    best_groups = np.argpartition(group_max, n_groups - k, axis=1)[:, n_groups - k :]
+    candidates = np.take_along_axis(grouped, best_groups[:, None, :], axis=2)
+    candidates = candidates.reshape(n_samples, group_size * k)
+    offsets = n_groups * np.arange(group_size)
+    candidate_columns = (best_groups[:, None, :] + offsets[None, :, None]).reshape(
+        n_samples, group_size * k
+    )
+    if n_grouped < n_components:
+        # The last columns belong to no group, so they are always candidates.
+        rest = n_components - n_grouped
+        candidates = np.hstack([candidates, pre_activations[:, n_grouped:]])
+        rest_columns = np.broadcast_to(
+            np.arange(n_grouped, n_components), (n_samples, rest)
+        )
+        candidate_columns = np.hstack([candidate_columns, rest_columns])
+    width = candidates.shape[1]
+    chosen = np.argpartition(candidates, width - k, axis=1)[:, width - k :]
+    indices = np.take_along_axis(candidate_columns, chosen, axis=1)
+    values = np.take_along_axis(candidates, chosen, axis=1)
+    return indices, values
 
 
 def _select_topk_filtered(pre_activations, k, n_groups):
