@@ -291,11 +291,21 @@ def _reject_overwrite(path, option, content, **protected):
     """
     descriptions = {"model": "the model file", "data": "the input data file"}
     for role, other in protected.items():
-        if other is not None and os.path.realpath(path) == os.path.realpath(other):
+        if other is not None and _same_file(path, other):
             raise DataError(
                 f"{path}: the {option} path is {descriptions[role]}, which the "
                 f"{content} would overwrite. Pass another --{option} path."
             )
+
+
+def _same_file(path, other):
+    """Return whether two paths name one file, through links of either kind."""
+    if os.path.realpath(path) == os.path.realpath(other):
+        return True
+    # Hard links have different real paths but one inode.
+    return (
+        os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+    )
 
 
 def run_fit(args):
@@ -428,6 +438,11 @@ def _print_fit_summary(model, table, args, mode, n_epochs, seconds):
 def run_transform(args):
     """Encode ``args.data`` with the model at ``args.model`` into ``args.output``."""
     _reject_overwrite(args.output, "output", "codes", model=args.model, data=args.data)
+    if not args.output.endswith(".npz"):
+        raise DataError(
+            f"{args.output}: the codes are written as a SciPy sparse .npz "
+            "archive, so the output path must end in .npz."
+        )
     check_writable(args.output)
     model = _load_model(args.model)
     table = open_table(args.data)

@@ -19,7 +19,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from ._kernels import SparseCodes, encode_pre_activations
 from ._optimizers import default_n_threads, get_executor, single_blas_thread
@@ -701,12 +700,10 @@ class KSparseAutoencoder(
         # Large minibatches are split among the optimizer's threads, each with
         # one BLAS thread, so that the top-k selection and the sparse products
         # run in parallel too. Small ones run in order, also on one BLAS thread.
+        # Only the main thread limits BLAS; in other threads, unless BLAS
+        # already runs one thread, the rows run in order with BLAS as it is.
         try:
-            with (
-                threadpool_limits(1, user_api="blas"),
-                np.errstate(over="ignore", invalid="ignore"),
-            ):
-                # Another thread may control the BLAS limit; then run in order.
+            with single_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
                 parallel = not small and default_n_threads() == 1
                 trainer.n_workers = trainer.n_threads if parallel else 1
                 return trainer.run_epoch(X, k, batch_size, self.shuffle, random_state)
@@ -1179,7 +1176,8 @@ class _Encoder:
         )
         if n_workers > 1 and len(slices) > 1:
             with single_blas_thread():
-                # Another thread may control the BLAS limit; then run in order.
+                # Outside the main thread the limit may not apply; then the
+                # chunks run in order.
                 if default_n_threads() == 1:
                     yield from self._encode_in_parallel(
                         X, slices, k, least_squares, n_workers

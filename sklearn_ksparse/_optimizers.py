@@ -10,7 +10,9 @@ elementwise loops, so the threads run on separate cores.
 
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -117,13 +119,17 @@ def run_tasks(function, argument_tuples, n_threads):
 
 
 def single_blas_thread():
-    """Return a context that limits BLAS to one thread, where it can.
+    """Return a context that limits BLAS to one thread, from the main thread only.
 
     With threadpoolctl 3.8 and OpenBLAS on pthreads, only the first thread to
-    set a limit controls the process-wide BLAS pool, and limits set by other
-    threads are ignored. Callers check ``default_n_threads() == 1`` inside the
-    context before they start worker threads.
+    set a limit controls the process-wide BLAS pool, and two threads whose
+    limits overlap can leave the pool at the inner limit for good. So only
+    the main thread sets a limit here; other threads get a context that does
+    nothing. Callers check ``default_n_threads() == 1`` inside the context
+    before they start worker threads.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return nullcontext()
     return _blas_controller().limit(limits=1)
 
 

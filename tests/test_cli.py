@@ -1,6 +1,7 @@
 """Tests of ``python -m sklearn_ksparse``, run as a subprocess on files in tmp_path."""
 
 import io
+import os
 import subprocess
 import sys
 
@@ -394,6 +395,38 @@ def test_transform_output_cannot_be_input(tmp_path, digits, capsys, suffix):
     assert status == 1
     assert "the output path is the input data file" in capsys.readouterr().err
     assert data_path.read_bytes() == before
+
+
+def test_transform_output_hard_link_to_input(tmp_path, digits, capsys):
+    data_path = tmp_path / "data.npz"
+    np.savez(data_path, X=digits)
+    link_path = tmp_path / "link.npz"
+    os.link(data_path, link_path)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
+    status = _cli.main(
+        [
+            "transform", str(data_path), "--model", str(model_path),
+            "--output", str(link_path),
+        ]
+    )  # fmt: skip
+    assert status == 1
+    assert "the output path is the input data file" in capsys.readouterr().err
+
+
+def test_transform_output_must_be_npz(tmp_path, digits, capsys):
+    np.save(tmp_path / "data.npy", digits)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
+    status = _cli.main(
+        [
+            "transform", str(tmp_path / "data.npy"), "--model", str(model_path),
+            "--output", str(tmp_path / "codes.npy"),
+        ]
+    )  # fmt: skip
+    assert status == 1
+    assert "the output path must end in .npz" in capsys.readouterr().err
+    assert not (tmp_path / "codes.npy").exists()
 
 
 def test_fit_model_cannot_be_input(tmp_path, digits, capsys):

@@ -480,3 +480,41 @@ def test_transform_threads_follow_blas_control(monkeypatch):
     assert threading.get_ident() not in main_threads
     assert other_threads == {caller}
     assert (codes != expected).nnz == 0
+
+
+def test_blas_limit_only_from_main_thread():
+    n_threads = _optimizers.default_n_threads()
+    if n_threads < 2:
+        pytest.skip("BLAS runs one thread on this machine")
+
+    def limited_count():
+        with _optimizers.single_blas_thread():
+            return _optimizers.default_n_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        in_worker = pool.submit(limited_count).result()
+    in_main = limited_count()
+
+    assert in_worker == n_threads
+    assert in_main == 1
+    assert _optimizers.default_n_threads() == n_threads
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_concurrent_fits_keep_blas_threads():
+    rng = np.random.RandomState(0)
+    # 2 * 256 * 512 * 256 flops per encoder product: large enough to split rows.
+    X = rng.standard_normal((512, 256))
+    before = _optimizers.default_n_threads()
+
+    def fit(max_iter):
+        model = _ksparse.KSparseAutoencoder(
+            512, k=4, batch_size=256, max_iter=max_iter, random_state=0
+        )
+        return model.fit(X)
+
+    with ThreadPoolExecutor(2) as pool:
+        models = list(pool.map(fit, [2, 3]))
+
+    assert _optimizers.default_n_threads() == before
+    assert [model.n_iter_ for model in models] == [2, 3]
