@@ -376,6 +376,14 @@ def test_transform_output_cannot_be_model(tmp_path, digits, capsys):
     assert model_path.read_bytes() == before
 
 
+def transform_with_new_model(tmp_path, digits, data_path, output_path):
+    """Fit a small model on digits, then run ``transform`` through the CLI."""
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
+    arguments = ["transform", str(data_path), "--model", str(model_path)]
+    return _cli.main(arguments + ["--output", str(output_path)])
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
 def test_transform_output_cannot_be_input(tmp_path, digits, capsys, suffix):
     data_path = tmp_path / f"data{suffix}"
@@ -384,14 +392,7 @@ def test_transform_output_cannot_be_input(tmp_path, digits, capsys, suffix):
     else:
         write_csv(data_path, digits)
     before = data_path.read_bytes()
-    model_path = tmp_path / "model.joblib"
-    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
-    status = _cli.main(
-        [
-            "transform", str(data_path), "--model", str(model_path),
-            "--output", str(data_path),
-        ]
-    )  # fmt: skip
+    status = transform_with_new_model(tmp_path, digits, data_path, data_path)
     assert status == 1
     assert "the output path is the input data file" in capsys.readouterr().err
     assert data_path.read_bytes() == before
@@ -402,31 +403,19 @@ def test_transform_output_hard_link_to_input(tmp_path, digits, capsys):
     np.savez(data_path, X=digits)
     link_path = tmp_path / "link.npz"
     os.link(data_path, link_path)
-    model_path = tmp_path / "model.joblib"
-    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
-    status = _cli.main(
-        [
-            "transform", str(data_path), "--model", str(model_path),
-            "--output", str(link_path),
-        ]
-    )  # fmt: skip
+    status = transform_with_new_model(tmp_path, digits, data_path, link_path)
     assert status == 1
     assert "the output path is the input data file" in capsys.readouterr().err
 
 
 def test_transform_output_must_be_npz(tmp_path, digits, capsys):
-    np.save(tmp_path / "data.npy", digits)
-    model_path = tmp_path / "model.joblib"
-    joblib.dump(KSparseAutoencoder(8, k=2, max_iter=2).fit(digits), model_path)
-    status = _cli.main(
-        [
-            "transform", str(tmp_path / "data.npy"), "--model", str(model_path),
-            "--output", str(tmp_path / "codes.npy"),
-        ]
-    )  # fmt: skip
+    data_path = tmp_path / "data.npy"
+    np.save(data_path, digits)
+    output_path = tmp_path / "codes.npy"
+    status = transform_with_new_model(tmp_path, digits, data_path, output_path)
     assert status == 1
     assert "the output path must end in .npz" in capsys.readouterr().err
-    assert not (tmp_path / "codes.npy").exists()
+    assert not output_path.exists()
 
 
 def test_fit_model_cannot_be_input(tmp_path, digits, capsys):
