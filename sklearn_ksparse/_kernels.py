@@ -130,32 +130,53 @@ class DenseCodes:
 
     Parameters
     ----------
-    indices : ndarray of shape (n_samples, k)
-        Column (position in ``units``) of each kept entry.
-    values : ndarray of shape (n_samples, k)
-        Code values after the activation.
+    codes : ndarray of shape (n_samples, width)
+        Code values after the activation, zero outside the kept entries.
+    kept : ndarray of shape (n_samples, width), dtype bool
+        The k kept entries of each row.
     units : ndarray of shape (width,) or None
         Unit of each column; None means all units in order.
-    width : int
-        Number of columns.
     """
 
-    def __init__(self, indices, values, units, width):
+    def __init__(self, codes, kept, units):
+        self.codes = codes
+        self.kept = kept
         self.units = units
-        n_samples = indices.shape[0]
-        self.codes = np.zeros((n_samples, width), dtype=values.dtype)
-        np.put_along_axis(self.codes, indices, values, axis=1)
-        self.kept = np.zeros((n_samples, width), dtype=bool)
-        np.put_along_axis(self.kept, indices, True, axis=1)
         self._atoms = None
+
+    @classmethod
+    def from_pre_activations(cls, pre_activations, k, activation, units):
+        """Keep the k largest pre-activations of each row in place.
+
+        The k-th largest value of each row comes from ``np.partition``, which
+        NumPy runs faster than ``np.argpartition``, and the kept entries are
+        those at or above it. Rows where ties at that value keep more than k
+        entries go through ``select_topk``, so every row keeps exactly k.
+        """
+        width = pre_activations.shape[1]
+        threshold = np.partition(pre_activations, width - k, axis=1)[:, width - k]
+        kept = pre_activations >= threshold[:, None]
+        tied_rows = np.flatnonzero(np.count_nonzero(kept, axis=1) != k)
+        if tied_rows.size:
+            indices, _ = select_topk(pre_activations[tied_rows], k)
+            rows_kept = np.zeros((tied_rows.size, width), dtype=bool)
+            np.put_along_axis(rows_kept, indices, True, axis=1)
+            kept[tied_rows] = rows_kept
+        codes = np.where(kept, pre_activations, 0).astype(
+            pre_activations.dtype, copy=False
+        )
+        if activation == "relu":
+            np.maximum(codes, 0, out=codes)
+        return cls(codes, kept, units)
 
     @classmethod
     def stack(cls, parts):
         """Return the codes of consecutive row slices as one ``DenseCodes``."""
-        stacked = object.__new__(cls)
-        stacked.units = parts[0].units
-        stacked.codes = np.concatenate([part.codes for part in parts])
-        stacked.kept = np.concatenate([part.kept for part in parts])
+        stacked = cls(
+            np.concatenate([part.codes for part in parts]),
+            np.concatenate([part.kept for part in parts]),
+            parts[0].units,
+        )
         stacked._atoms = parts[0]._atoms
         return stacked
 
@@ -222,10 +243,10 @@ def select_codes(pre_activations, k, activation, n_components, units=None, dense
     codes : SparseCodes or DenseCodes
     """
     width = pre_activations.shape[1]
+    if use_dense_layout(k, width, dense):
+        return DenseCodes.from_pre_activations(pre_activations, k, activation, units)
     indices, kept = select_topk(pre_activations, k)
     values = apply_activation(kept, activation)
-    if use_dense_layout(k, width, dense):
-        return DenseCodes(indices, values, units, width)
     if units is not None:
         indices = units[indices]
     return SparseCodes(indices, values, n_components)

@@ -230,6 +230,25 @@ def test_select_topk_with_ties(n_components, k):
     check_topk(pre_activations, k)
 
 
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_dense_codes_keep_k_with_ties(activation):
+    rng = np.random.RandomState(1)
+    # Few distinct values, so that the k-th largest value is tied in most rows.
+    pre_activations = rng.randint(-2, 3, size=(40, 30)).astype(np.float32)
+    pre_activations[0] = 1.0
+    codes = select_codes(pre_activations, 7, activation, 30, dense=True)
+    reference = select_codes(pre_activations, 7, activation, 30, dense=False)
+
+    assert (codes.kept.sum(axis=1) == 7).all()
+    kept_values = np.sort(pre_activations[codes.kept].reshape(40, 7), axis=1)
+    np.testing.assert_array_equal(kept_values, np.sort(pre_activations, axis=1)[:, 23:])
+    assert codes.codes.dtype == np.float32
+    np.testing.assert_array_equal(
+        np.sort(codes.codes, axis=1)[:, 23:], np.sort(reference.values, axis=1)
+    )
+    assert (codes.codes[~codes.kept] == 0).all()
+
+
 def textbook_adam(params, grads_per_step, learning_rate, beta_1, beta_2, epsilon):
     """Run Adam as in Kingma and Ba (2015), Algorithm 1 with the efficient step.
 
