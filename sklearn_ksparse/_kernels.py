@@ -132,21 +132,21 @@ class DenseCodes:
     ----------
     codes : ndarray of shape (n_samples, width)
         Code values after the activation, zero outside the kept entries.
-    kept : ndarray of shape (n_samples, width), dtype bool
-        The k kept entries of each row.
+    kept_mask : ndarray of shape (n_samples, width), dtype bool
+        True at the k kept entries of each row.
     units : ndarray of shape (width,) or None
         Unit of each column; None means all units in order.
     """
 
-    def __init__(self, codes, kept, units):
+    def __init__(self, codes, kept_mask, units):
         self.codes = codes
-        self.kept = kept
+        self.kept_mask = kept_mask
         self.units = units
         self._atoms = None
 
     @classmethod
     def from_pre_activations(cls, pre_activations, k, activation, units):
-        """Keep the k largest pre-activations of each row in place.
+        """Build the codes that keep the k largest pre-activations of each row.
 
         The k-th largest value of each row comes from ``np.partition``, which
         NumPy runs faster than ``np.argpartition``, and the kept entries are
@@ -155,26 +155,26 @@ class DenseCodes:
         """
         width = pre_activations.shape[1]
         threshold = np.partition(pre_activations, width - k, axis=1)[:, width - k]
-        kept = pre_activations >= threshold[:, None]
-        tied_rows = np.flatnonzero(np.count_nonzero(kept, axis=1) != k)
+        kept_mask = pre_activations >= threshold[:, None]
+        tied_rows = np.flatnonzero(np.count_nonzero(kept_mask, axis=1) != k)
         if tied_rows.size:
             indices, _ = select_topk(pre_activations[tied_rows], k)
-            rows_kept = np.zeros((tied_rows.size, width), dtype=bool)
-            np.put_along_axis(rows_kept, indices, True, axis=1)
-            kept[tied_rows] = rows_kept
-        codes = np.where(kept, pre_activations, 0).astype(
+            tied_mask = np.zeros((tied_rows.size, width), dtype=bool)
+            np.put_along_axis(tied_mask, indices, True, axis=1)
+            kept_mask[tied_rows] = tied_mask
+        codes = np.where(kept_mask, pre_activations, 0).astype(
             pre_activations.dtype, copy=False
         )
         if activation == "relu":
             np.maximum(codes, 0, out=codes)
-        return cls(codes, kept, units)
+        return cls(codes, kept_mask, units)
 
     @classmethod
     def stack(cls, parts):
         """Return the codes of consecutive row slices as one ``DenseCodes``."""
         stacked = cls(
             np.concatenate([part.codes for part in parts]),
-            np.concatenate([part.kept for part in parts]),
+            np.concatenate([part.kept_mask for part in parts]),
             parts[0].units,
         )
         stacked._atoms = parts[0]._atoms
@@ -201,7 +201,7 @@ class DenseCodes:
         if activation == "relu":
             gradients *= self.codes > 0
         else:
-            gradients *= self.kept
+            gradients *= self.kept_mask
         return gradients
 
     def add_weight_gradient(self, values, inputs, out):
@@ -245,8 +245,8 @@ def select_codes(pre_activations, k, activation, n_components, units=None, dense
     width = pre_activations.shape[1]
     if use_dense_layout(k, width, dense):
         return DenseCodes.from_pre_activations(pre_activations, k, activation, units)
-    indices, kept = select_topk(pre_activations, k)
-    values = apply_activation(kept, activation)
+    indices, kept_values = select_topk(pre_activations, k)
+    values = apply_activation(kept_values, activation)
     if units is not None:
         indices = units[indices]
     return SparseCodes(indices, values, n_components)

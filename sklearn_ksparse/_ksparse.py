@@ -21,7 +21,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._kernels import SparseCodes, encode_pre_activations
-from ._optimizers import default_n_threads, get_executor, single_blas_thread
+from ._optimizers import (
+    default_n_threads,
+    get_executor,
+    in_caller_error_state,
+    single_blas_thread,
+)
 from ._topk import CSRBuilder, apply_activation, select_topk
 from ._training import (
     TopKTrainer,
@@ -1188,21 +1193,23 @@ class _Encoder:
             yield self.encode_chunk(batch, k, least_squares)
 
     def _encode_in_parallel(self, X, slices, k, least_squares, n_workers):
-        """Encode the row ``slices`` of X on ``n_workers`` threads, in order."""
+        """Encode the row ``slices`` of X on ``n_workers`` threads, in order.
+
+        One chunk more than there are workers is submitted, so that every
+        worker stays busy while the caller consumes a finished chunk.
+        """
         dtype = self.components.dtype
-        # Worker threads do not inherit the caller's floating-point error state.
-        error_state = np.geterr()
 
         def encode_rows(rows):
-            with np.errstate(**error_state):
-                batch = dense_rows(X, rows, dtype)
-                return self.encode_chunk(batch, k, least_squares)
+            batch = dense_rows(X, rows, dtype)
+            return self.encode_chunk(batch, k, least_squares)
 
+        encode_rows = in_caller_error_state(encode_rows)
         executor = get_executor(n_workers)
         pending = deque()
         for rows in slices:
             pending.append(executor.submit(encode_rows, rows))
-            if len(pending) == n_workers:
+            if len(pending) > n_workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

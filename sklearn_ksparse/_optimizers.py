@@ -28,7 +28,7 @@ _executor_key = None
 
 
 def default_n_threads():
-    """Return the thread count for optimizer updates: BLAS's, at most 4.
+    """Return the number of worker threads: BLAS's thread count, at most 4.
 
     Following the BLAS setting means that ``threadpoolctl.threadpool_limits``
     and ``OPENBLAS_NUM_THREADS``, as set when the optimizer is built, limit the
@@ -46,8 +46,8 @@ def default_n_threads():
 
 @functools.cache
 def _blas_controller():
-    # Listing the loaded libraries takes milliseconds, so it happens once; the
-    # thread counts are read from the libraries on each call.
+    # Listing the loaded libraries takes milliseconds, so it happens once. The
+    # thread counts are still read from the libraries on each call.
     return ThreadpoolController().select(user_api="blas")
 
 
@@ -107,15 +107,25 @@ def run_tasks(function, argument_tuples, n_threads):
     """
     if n_threads <= 1 or len(argument_tuples) <= 1:
         return [function(*arguments) for arguments in argument_tuples]
+    run = in_caller_error_state(function)
+    executor = get_executor(n_threads)
+    futures = [executor.submit(run, *arguments) for arguments in argument_tuples]
+    return [future.result() for future in futures]
+
+
+def in_caller_error_state(function):
+    """Wrap ``function`` to run under the caller's floating-point error state.
+
+    NumPy keeps the error state per thread, and pool threads do not inherit
+    it, so a worker would warn where the caller ignores or raises.
+    """
     error_state = np.geterr()
 
-    def run(arguments):
+    def run(*arguments):
         with np.errstate(**error_state):
             return function(*arguments)
 
-    executor = get_executor(n_threads)
-    futures = [executor.submit(run, arguments) for arguments in argument_tuples]
-    return [future.result() for future in futures]
+    return run
 
 
 def single_blas_thread():

@@ -239,14 +239,14 @@ def test_dense_codes_keep_k_with_ties(activation):
     codes = select_codes(pre_activations, 7, activation, 30, dense=True)
     reference = select_codes(pre_activations, 7, activation, 30, dense=False)
 
-    assert (codes.kept.sum(axis=1) == 7).all()
-    kept_values = np.sort(pre_activations[codes.kept].reshape(40, 7), axis=1)
+    assert (codes.kept_mask.sum(axis=1) == 7).all()
+    kept_values = np.sort(pre_activations[codes.kept_mask].reshape(40, 7), axis=1)
     np.testing.assert_array_equal(kept_values, np.sort(pre_activations, axis=1)[:, 23:])
     assert codes.codes.dtype == np.float32
     np.testing.assert_array_equal(
         np.sort(codes.codes, axis=1)[:, 23:], np.sort(reference.values, axis=1)
     )
-    assert (codes.codes[~codes.kept] == 0).all()
+    assert (codes.codes[~codes.kept_mask] == 0).all()
 
 
 def textbook_adam(params, grads_per_step, learning_rate, beta_1, beta_2, epsilon):
