@@ -370,8 +370,8 @@ def encoding_rows(X, fitted, args):
 def layout_step_seconds(X, n_components, k, dense, repeats):
     """Return the median time of one train step without AuxK in one layout.
 
-    The step runs as in the estimator: the rows are split among the
-    optimizer's threads, each with one BLAS thread.
+    As in the estimator, the rows are split among the optimizer's threads,
+    each with one BLAS thread.
     """
     pre_bias = X.mean(axis=0, dtype=np.float64).astype(np.float32)
     params = initial_parameters(n_components, pre_bias, False, np.random.RandomState(0))

@@ -253,7 +253,7 @@ def select_codes(pre_activations, k, activation, n_components, units=None, dense
 
 
 def concatenate_codes(parts):
-    """Return the codes of consecutive row slices, all in one layout, as one."""
+    """Concatenate the codes of consecutive row slices, which share one layout."""
     if isinstance(parts[0], DenseCodes):
         return DenseCodes.stack(parts)
     return SparseCodes(
@@ -314,7 +314,7 @@ def backpropagate(
     activation : {"relu", "identity"}
     code_gradients : list of ndarray, default=None
         Gradient of each term with respect to its kept pre-activations, as
-        returned by ``unit_gradients``; None computes them here.
+        returned by ``unit_gradients``. None computes them here.
     n_workers : int, default=1
         Threads for the weight gradients of the decoder and the encoder, which
         are computed concurrently when it is above 1.

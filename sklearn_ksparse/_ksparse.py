@@ -705,8 +705,8 @@ class KSparseAutoencoder(
         # Large minibatches are split among the optimizer's threads, each with
         # one BLAS thread, so that the top-k selection and the sparse products
         # run in parallel too. Small ones run in order, also on one BLAS thread.
-        # Only the main thread limits BLAS; in other threads, unless BLAS
-        # already runs one thread, the rows run in order with BLAS as it is.
+        # Only the main thread limits BLAS. In other threads the rows run in
+        # order with BLAS as it is, unless BLAS already runs one thread.
         try:
             with single_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
                 parallel = not small and default_n_threads() == 1
@@ -1181,8 +1181,8 @@ class _Encoder:
         )
         if n_workers > 1 and len(slices) > 1:
             with single_blas_thread():
-                # Outside the main thread the limit may not apply; then the
-                # chunks run in order.
+                # Outside the main thread the limit may not apply, and then
+                # the chunks run in order.
                 if default_n_threads() == 1:
                     yield from self._encode_in_parallel(
                         X, slices, k, least_squares, n_workers

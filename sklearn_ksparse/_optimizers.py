@@ -194,9 +194,9 @@ class AdamOptimizer:
         self.second_moments = [np.zeros_like(param) for param in params]
 
     def update_params(self, params, grads, hooks=None):
-        """Take one step on ``params`` in place; ``grads`` are overwritten.
+        """Take one step on ``params`` in place, overwriting ``grads``.
 
-        ``hooks`` holds, per parameter, a ``(before, after)`` pair of functions
+        ``hooks`` contains, per parameter, a ``(before, after)`` pair of functions
         or None: ``before(grad, param)`` runs on each block of the gradient
         before the update and ``after(param)`` on each updated block.
         """
@@ -263,7 +263,7 @@ class SGDOptimizer:
         self.velocities = [np.zeros_like(param) for param in params]
 
     def update_params(self, params, grads, hooks=None):
-        """Take one step on ``params`` in place; ``grads`` are overwritten.
+        """Take one step on ``params`` in place, overwriting ``grads``.
 
         ``hooks`` works as in ``AdamOptimizer.update_params``.
         """

@@ -53,12 +53,13 @@ def _select_topk_grouped(pre_activations, k):
     """Select the top k per row among the entries of the k best column groups.
 
     The columns are split into interleaved groups of ``group_size`` columns.
-    Every entry of a valid top k lies in one of the k groups with the largest
-    maxima: an entry outside them is below k group maxima, which are k
-    distinct entries. Ties at the k-th value are kept only as far as a valid
-    top k needs. So the exact selection runs on ``k * group_size`` candidates
-    per row instead of the whole row. A group size near ``sqrt(width / 2k)``
-    balances the cost of the group maxima against that of the candidates.
+    A valid top k lies in the k groups with the largest maxima, because an
+    entry outside them is no larger than k group maxima, which are k distinct
+    entries. When values tie at the k-th largest, those groups still contain
+    enough of the tied entries to complete a valid top k. So the exact
+    selection runs on ``k * group_size`` candidates per row instead of the
+    whole row. A group size near ``sqrt(width / 2k)`` balances the cost of the
+    group maxima against that of the candidates.
     """
     n_samples, n_components = pre_activations.shape
     group_size = max(2, round(np.sqrt(n_components / (2 * k))))

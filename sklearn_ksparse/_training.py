@@ -145,7 +145,7 @@ class TopKTrainer:
         self.n_steps = 0
         # None chooses the code layout by density; True or False forces it.
         self.dense = None
-        # Threads that share the rows of a minibatch; 1 runs them in order.
+        # Threads that share the rows of a minibatch. With 1 the rows run in order.
         self.n_workers = 1
 
     @property

@@ -522,7 +522,7 @@ def test_blas_limit_only_from_main_thread():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_concurrent_fits_keep_blas_threads():
     rng = np.random.RandomState(0)
-    # 2 * 256 * 512 * 256 flops per encoder product: large enough to split rows.
+    # Each encoder product takes 2 * 256 * 512 * 256 flops, enough to split rows.
     X = rng.standard_normal((512, 256))
     before = _optimizers.default_n_threads()
 
