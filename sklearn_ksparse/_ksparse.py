@@ -20,7 +20,11 @@ from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._kernels import SparseCodes, encode_pre_activations
+from ._kernels import (
+    SparseCodes,
+    encode_pre_activations,
+    encoding_pre_activations,
+)
 from ._optimizers import (
     default_n_threads,
     get_executor,
@@ -1143,12 +1147,16 @@ class _Encoder:
 
     def encode_chunk(self, X, k, least_squares):
         """Return the kept units and code values of the dense rows X."""
-        centered, pre_activations = encode_pre_activations(
+        if least_squares:
+            centered, pre_activations = encode_pre_activations(
+                X, self.encoder_weights, self.encoder_bias, self.pre_bias
+            )
+            indices, _ = select_topk(pre_activations, k)
+            return indices, _least_squares_values(centered, self.components, indices)
+        pre_activations = encoding_pre_activations(
             X, self.encoder_weights, self.encoder_bias, self.pre_bias
         )
         indices, kept = select_topk(pre_activations, k)
-        if least_squares:
-            return indices, _least_squares_values(centered, self.components, indices)
         return indices, apply_activation(kept, self.activation)
 
     def encode(self, X, k, least_squares=False):

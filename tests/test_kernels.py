@@ -10,11 +10,12 @@ import scipy.sparse as sp
 from sklearn import config_context
 from threadpoolctl import threadpool_limits
 
-from sklearn_ksparse import _ksparse, _optimizers, _training
+from sklearn_ksparse import _kernels, _ksparse, _optimizers, _training
 from sklearn_ksparse._kernels import (
     DenseCodes,
     SparseCodes,
     encode_pre_activations,
+    encoding_pre_activations,
     select_codes,
     use_dense_layout,
 )
@@ -205,6 +206,41 @@ def check_topk(pre_activations, k):
     expected = np.sort(pre_activations, axis=1)[:, n_components - k :]
     np.testing.assert_array_equal(np.sort(values, axis=1), expected)
     return indices
+
+
+@pytest.mark.parametrize("gather_rows", [0, 64, 10**9])
+@pytest.mark.parametrize("n_rows", [1, 3, 200])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encoding_skips_zero_columns_exactly(monkeypatch, gather_rows, n_rows, dtype):
+    # gather_rows=0 always skips the zero columns, 10**9 never does.
+    monkeypatch.setattr(_kernels, "_ZERO_COLUMN_GATHER_ROWS", gather_rows)
+    rng = np.random.RandomState(n_rows)
+    X = rng.standard_normal((n_rows, 30)).astype(dtype)
+    X[:, ::3] = 0.0
+    X[:, 1] = -0.0
+    weights = rng.standard_normal((12, 30)).astype(dtype)
+    bias = rng.standard_normal(12).astype(dtype)
+    # A nonzero pre-bias on the zero columns must still reach the result.
+    pre_bias = rng.standard_normal(30).astype(dtype)
+    result = encoding_pre_activations(X, weights, bias, pre_bias)
+    expected = (X.astype(np.float64) - pre_bias) @ weights.T.astype(np.float64)
+    expected += bias
+    assert result.dtype == dtype
+    assert result.shape == (n_rows, 12)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance)
+    # The input is left as it was.
+    assert not X[:, ::3].any()
+
+
+def test_encoding_without_zero_columns_matches_full_product():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((50, 20))
+    weights = rng.standard_normal((8, 20))
+    bias, pre_bias = rng.standard_normal(8), rng.standard_normal(20)
+    _, expected = encode_pre_activations(X, weights, bias, pre_bias)
+    result = encoding_pre_activations(X, weights, bias, pre_bias)
+    np.testing.assert_array_equal(result, expected)
 
 
 @pytest.mark.parametrize(
