@@ -317,12 +317,14 @@ def run_fit(args):
     progress = _Progress(sys.stderr, args.quiet)
     if args.stream or table.estimated_nbytes() > args.memory_limit * 2**20:
         mode = "streamed"
-        n_epochs = _fit_streaming(model, table, args, progress)
+        n_epochs, final_loss = _fit_streaming(model, table, args, progress)
     else:
         mode = "in memory"
-        n_epochs = _fit_in_memory(model, table, args, progress)
+        n_epochs, final_loss = _fit_in_memory(model, table, args, progress)
     _save_model(model, args.model)
-    _print_fit_summary(model, table, args, mode, n_epochs, progress.elapsed())
+    _print_fit_summary(
+        model, table, args, mode, (n_epochs, final_loss), progress.elapsed()
+    )
     return 0
 
 
@@ -345,7 +347,10 @@ def _make_model(args):
 
 
 def _fit_in_memory(model, table, args, progress):
-    """Load the whole table and train with ``fit``; return the epochs run."""
+    """Load the whole table and train with ``fit``.
+
+    Returns the number of epochs run and the mean loss of the last one.
+    """
     X = table.read()
     model.set_params(verbose=0 if args.quiet else 1)
     # fit prints one line per epoch on stdout; they become progress lines.
@@ -354,7 +359,7 @@ def _fit_in_memory(model, table, args, progress):
         model.fit(X)
     forwarder.flush_pending()
     model.set_params(verbose=0)
-    return model.n_iter_
+    return model.n_iter_, model.loss_curve_[-1]
 
 
 def _fit_streaming(model, table, args, progress):
@@ -362,7 +367,8 @@ def _fit_streaming(model, table, args, progress):
 
     Stops after ``args.epochs`` passes, or earlier by the rule of ``fit``: once
     the mean loss of a pass has not improved by ``tol`` (relative) for
-    ``n_iter_no_change`` passes. Returns the number of passes run.
+    ``n_iter_no_change`` passes. Returns the number of passes run and the
+    mean loss over the rows of the last one.
     """
     stopper = _LossStopper(model.tol, model.n_iter_no_change)
     with warnings.catch_warnings():
@@ -373,7 +379,7 @@ def _fit_streaming(model, table, args, progress):
             progress.report_epoch(epoch, args.epochs, loss)
             if stopper.should_stop(loss):
                 break
-    return epoch
+    return epoch, loss
 
 
 def _stream_epoch(model, table, args, progress, epoch):
@@ -419,13 +425,14 @@ def _save_model(model, path):
         joblib.dump(model, file)
 
 
-def _print_fit_summary(model, table, args, mode, n_epochs, seconds):
+def _print_fit_summary(model, table, args, mode, epochs_and_loss, seconds):
+    n_epochs, final_loss = epochs_and_loss
     n_rows = table.estimated_rows()
     print(
         f"Fitted KSparseAutoencoder(n_components={model.n_components}, "
         f"k={model.k}) on {n_rows} rows x {table.n_features} columns of "
         f"{table.name} ({mode}): {n_epochs} epochs in {_format_seconds(seconds)}, "
-        f"final training loss {model.loss_curve_[-1]:.6g}, "
+        f"final training loss {final_loss:.6g}, "
         f"{model.n_dead_components_} dead units. Saved to {args.model}."
     )
 
@@ -454,8 +461,23 @@ def run_transform(args):
     return 0
 
 
+# First bytes of the files that 'fit' and 'transform' read or write as data.
+_DATA_FILE_SIGNATURES = {
+    b"\x93NUMPY": "a NumPy .npy array",
+    b"PK\x03\x04": "a zip archive such as NumPy's .npz",
+}
+
+
 def _load_model(path):
     check_readable(path)
+    with open(path, "rb") as file:
+        head = file.read(8)
+    for signature, kind in _DATA_FILE_SIGNATURES.items():
+        if head.startswith(signature):
+            raise CommandError(
+                f"{path}: is {kind}, not a model. Pass the file written by 'fit' "
+                "as --model and the data as the positional argument."
+            )
     try:
         model = joblib.load(path)
     # Unpickling a damaged or foreign file can raise nearly any exception type.

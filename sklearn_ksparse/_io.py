@@ -257,8 +257,27 @@ class CsvTable:
         return _parse_with_pandas(self, chunk_rows)
 
     def line_number(self, row):
-        """Return the 1-based line of the file that contains data row ``row``
-        (0-based), assuming no blank or quoted multi-line rows above it."""
+        """Return the 1-based line of the file where data row ``row`` (0-based)
+        starts.
+
+        Blank lines do not count as rows, as in both parsers, and a quoted
+        field may span lines. The file is read again up to that row, so this
+        is meant for error messages.
+        """
+        with open(self.name, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, delimiter=self.delimiter, skipinitialspace=True)
+            if self.has_header:
+                next(reader, None)
+            n_rows_seen = 0
+            start_line = reader.line_num + 1
+            for fields in reader:
+                if fields:
+                    if n_rows_seen == row:
+                        return start_line
+                    n_rows_seen += 1
+                start_line = reader.line_num + 1
+        # Not reached unless the file changed since it was parsed. A message
+        # with an estimated line beats a second error that hides the first.
         return row + 1 + int(self.has_header)
 
     def column_label(self, column):

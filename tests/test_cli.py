@@ -134,6 +134,9 @@ def test_streamed_fit_reports_progress(tmp_path, digits):
     model = joblib.load(tmp_path / "model.joblib")
     # One partial_fit call per chunk: 3 chunks in each of 3 epochs.
     assert len(model.loss_curve_) == 9
+    # The summary gives the last pass's mean loss, not the last chunk's.
+    last_pass_loss = lines[-1].split(", ")[1].removeprefix("loss ")
+    assert f"final training loss {last_pass_loss}," in result.stdout
 
 
 def test_in_memory_fit_reports_progress(tmp_path, digits):
@@ -180,6 +183,10 @@ def make_bad_inputs(directory):
         "inf.csv": (clean + "inf,0.8,0.9\n", "line 4, column 1 ('a') is inf"),
         "short.csv": (clean + "0.7,0.8\n", "line 4"),
         "long.csv": (clean + "0.7,0.8,0.9,1.0\n", "line 4"),
+        "blank-lines.csv": (
+            clean + "\n\n0.7,0.8,0.9\n0.7,high,0.9\n",
+            "line 7 contains 'high'",
+        ),
     }
     inputs = []
     for name, (text, message) in cases.items():
@@ -276,8 +283,11 @@ def test_unreadable_model_file(tmp_path, digits, capsys, monkeypatch):
     np.save("data.npy", digits)
     (tmp_path / "model.joblib").write_text("not a model")
     joblib.dump({"weights": 1}, "dict.joblib")
+    sp.save_npz("codes.npz", sp.csr_matrix(digits[:3]))
     expected = {
         "model.joblib": "cannot load the model",
+        "data.npy": "data.npy: is a NumPy .npy array, not a model",
+        "codes.npz": "codes.npz: is a zip archive such as NumPy's .npz, not a model",
         "dict.joblib": "contains a dict, not a KSparseAutoencoder",
         "absent.joblib": "absent.joblib: file not found",
     }
