@@ -662,6 +662,16 @@ class KSparseAutoencoder(
                 "Lower validation_fraction, pass more samples, or set "
                 "early_stopping=False."
             )
+        if n_valid == 1:
+            warnings.warn(
+                f"early_stopping holds out 1 of {n_samples} samples. The explained "
+                "variance of one sample is always 0 or 1, so training stops after "
+                f"n_iter_no_change={self.n_iter_no_change} epochs whatever the "
+                "loss does. Pass more samples, raise validation_fraction, or set "
+                "early_stopping=False.",
+                UserWarning,
+                stacklevel=4,
+            )
         order = random_state.permutation(n_samples)
         valid_rows = np.sort(order[:n_valid])
         train_rows = np.sort(order[n_valid:])
@@ -929,7 +939,10 @@ class KSparseAutoencoder(
         """Encode X as sparse codes with at most ``transform_k`` nonzeros per row.
 
         Rows are encoded in chunks, so the extra memory is bounded by a chunk
-        of ``n_components`` pre-activations and the CSR result.
+        of ``n_components`` pre-activations and the CSR result. Input columns
+        that are zero in every row of a chunk only shift the pre-activations
+        by a constant, so the encoder product leaves them out when that saves
+        time, as it does for images with blank borders.
 
         Parameters
         ----------

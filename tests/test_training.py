@@ -416,3 +416,22 @@ def test_early_stopping_needs_two_samples(X):
 
     with pytest.raises(ValueError, match="leaves none to train on"):
         model.fit(X[:1])
+
+
+def test_early_stopping_warns_on_one_held_out_sample(X):
+    model = make_model(early_stopping=True, max_iter=3)
+
+    with pytest.warns(UserWarning, match="holds out 1 of 5 samples") as record:
+        model.fit(X[:5])
+
+    assert record[0].filename == __file__
+    assert len(model.validation_scores_) == model.n_iter_
+
+
+def test_early_stopping_quiet_with_two_held_out_samples(X):
+    model = make_model(early_stopping=True, max_iter=3, validation_fraction=0.2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[:10])
