@@ -431,7 +431,8 @@ def _print_fit_summary(model, table, args, mode, epochs_and_loss, seconds):
     print(
         f"Fitted KSparseAutoencoder(n_components={model.n_components}, "
         f"k={model.k}) on {n_rows} rows x {table.n_features} columns of "
-        f"{table.name} ({mode}): {n_epochs} epochs in {_format_seconds(seconds)}, "
+        f"{table.name} ({mode}): {n_epochs} epoch{'s' if n_epochs != 1 else ''} "
+        f"in {_format_seconds(seconds)}, "
         f"final training loss {final_loss:.6g}, "
         f"{model.n_dead_components_} dead units. Saved to {args.model}."
     )
@@ -497,7 +498,9 @@ def _load_model(path):
     try:
         check_is_fitted(model)
     except NotFittedError as error:
-        raise CommandError(f"{path}: the model is not fitted.") from error
+        raise CommandError(
+            f"{path}: the model is not fitted. Pass a file written by 'fit'."
+        ) from error
     return model
 
 

@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -271,7 +272,7 @@ class CsvTable:
             n_rows_seen = 0
             start_line = reader.line_num + 1
             for fields in reader:
-                if fields:
+                if not _is_blank(fields):
                     if n_rows_seen == row:
                         return start_line
                     n_rows_seen += 1
@@ -302,10 +303,21 @@ def _read_sample(path):
 
 
 def _detect_delimiter(sample):
+    # Blank lines would make the sniffer see a one-column file.
+    lines = [line for line in sample if line.strip()][:20]
     try:
-        return csv.Sniffer().sniff("".join(sample[:20]), _CSV_DELIMITERS).delimiter
+        return csv.Sniffer().sniff("".join(lines), _CSV_DELIMITERS).delimiter
     except csv.Error:
         return ","
+
+
+def _is_blank(fields):
+    """Return whether a parsed CSV line is empty or whitespace only.
+
+    pandas skips such lines, so the standard-library parser and the line
+    numbers in messages skip them too.
+    """
+    return not fields or (len(fields) == 1 and not fields[0].strip())
 
 
 def _is_number(field):
@@ -350,13 +362,49 @@ def _parse_with_pandas(table, chunk_rows):
     first_row = 0
     try:
         with reader:
-            for frame in reader:
+            while (frame := _next_frame(reader)) is not None:
                 yield _frame_to_array(table, frame, first_row)
                 first_row += frame.shape[0]
+    except pd.errors.ParserWarning:
+        # Rows are longer than the header, and pandas would drop the extra fields.
+        _raise_width_mismatch(table)
     except (pd.errors.ParserError, ValueError) as error:
         if isinstance(error, DataError):
             raise
         raise DataError(f"{table.name}: invalid CSV ({str(error).strip()}).") from error
+
+
+def _next_frame(reader):
+    """Return the next chunk of a pandas reader, or None at the end.
+
+    pandas only warns when rows have more fields than the header, and then
+    drops the extra fields, so that warning is raised as an error here.
+    """
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return next(reader, None)
+
+
+def _raise_width_mismatch(table):
+    """Raise a DataError naming the first data line of the wrong width."""
+    with open(table.name, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file, delimiter=table.delimiter, skipinitialspace=True)
+        if table.has_header:
+            next(reader, None)
+        start_line = reader.line_num + 1
+        for fields in reader:
+            if not _is_blank(fields) and len(fields) != table.n_features:
+                raise DataError(
+                    f"{table.name}: expected {table.n_features} fields per line, "
+                    f"found {len(fields)} on line {start_line}."
+                )
+            start_line = reader.line_num + 1
+    raise DataError(
+        f"{table.name}: some lines have more fields than the "
+        f"{table.n_features} of the first line."
+    )
 
 
 def _frame_to_array(table, frame, first_row):
@@ -387,8 +435,8 @@ def _raise_non_numeric(table, values, column, first_row):
     row = int(bad[0]) if bad.size else 0
     raise DataError(
         f"{table.name}: {table.column_label(column)} is not numeric; line "
-        f"{table.line_number(first_row + row)} contains {values.iloc[row]!r}. "
-        "Drop or encode non-numeric columns before training."
+        f"{table.line_number(first_row + row)} contains {str(values.iloc[row])!r}. "
+        "Drop or encode non-numeric columns first."
     )
 
 
@@ -416,7 +464,7 @@ def _parse_with_csv_module(table, chunk_rows):
         rows = []
         first_row = 0
         for fields in reader:
-            if not fields:
+            if _is_blank(fields):
                 continue
             rows.append(_parse_fields(table, fields, first_row + len(rows)))
             if len(rows) == chunk_rows:
@@ -441,7 +489,7 @@ def _parse_fields(table, fields, row):
             raise DataError(
                 f"{table.name}: {table.column_label(column)} is not numeric; line "
                 f"{table.line_number(row)} contains {field!r}. Drop or encode "
-                "non-numeric columns before training."
+                "non-numeric columns first."
             ) from None
     return values
 

@@ -150,6 +150,31 @@ def test_in_memory_fit_reports_progress(tmp_path, digits):
     progress = [line for line in result.stderr.splitlines() if "remaining" in line]
     assert len(progress) == 3
     assert "epoch 3" in progress[-1]
+    assert ": 3 epochs in " in result.stdout
+
+
+def test_one_epoch_summary_is_singular(tmp_path, digits, capsys):
+    np.save(tmp_path / "data.npy", digits)
+    status = _cli.main(
+        ["fit", str(tmp_path / "data.npy"), "--model", str(tmp_path / "m.joblib"),
+         "--n-components", "16", "--k", "4", "--epochs", "1", "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    assert ": 1 epoch in " in capsys.readouterr().out
+
+
+def test_unfitted_model_file_names_fix(tmp_path, digits, capsys):
+    np.save(tmp_path / "data.npy", digits)
+    joblib.dump(KSparseAutoencoder(), tmp_path / "unfitted.joblib")
+    status = _cli.main(
+        ["transform", str(tmp_path / "data.npy"),
+         "--model", str(tmp_path / "unfitted.joblib"),
+         "--output", str(tmp_path / "c.npz")]
+    )  # fmt: skip
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "the model is not fitted" in error
+    assert "Pass a file written by 'fit'" in error
 
 
 def test_memory_limit_switches_to_streaming(tmp_path, digits):
@@ -187,6 +212,15 @@ def make_bad_inputs(directory):
             clean + "\n\n0.7,0.8,0.9\n0.7,high,0.9\n",
             "line 7 contains 'high'",
         ),
+        "whitespace-lines.csv": (
+            clean + "   \n\t\n0.7,high,0.9\n",
+            "line 6 contains 'high'",
+        ),
+        "wide-rows.csv": (
+            "a,b,c\n0.1,0.2,0.3,0.4\n0.5,0.6,0.7,0.8\n",
+            "expected 3 fields per line, found 4 on line 2",
+        ),
+        "bool.csv": (clean + "True,0.8,0.9\n", "line 4 contains 'True'"),
     }
     inputs = []
     for name, (text, message) in cases.items():
@@ -250,6 +284,20 @@ def test_csv_reader_without_pandas(tmp_path, digits, monkeypatch, pandas_install
     np.testing.assert_array_equal(np.concatenate(chunks), digits)
     assert table.column_names[:2] == ["pixel0", "pixel1"]
     assert table.n_rows == 300
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+def test_csv_skips_whitespace_lines(tmp_path, monkeypatch, pandas_installed):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    path = tmp_path / "semicolons.csv"
+    path.write_text("a;b;c\n0.1;0.2;0.3\n  \n\n0.4;0.5;0.6\n")
+    table = open_table(str(path))
+    assert table.delimiter == ";"
+    assert table.column_names == ["a", "b", "c"]
+    expected = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    np.testing.assert_array_equal(table.read(), expected)
+    assert table.line_number(1) == 5
 
 
 def test_width_mismatch_keeps_existing_output(tmp_path, digits, three_column_model):
