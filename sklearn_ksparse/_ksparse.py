@@ -17,7 +17,11 @@ from sklearn.base import (
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._kernels import (
@@ -126,10 +130,31 @@ def _validate_numeric_data(estimator, X, reset):
         if not str(error).startswith("could not convert"):
             raise
         raise ValueError(
-            f"X contains a value that is not a number ({error}). Convert the values "
-            "to float, or encode text columns first, for example with "
+            f"X contains a value that is not a number ({error})"
+            f"{_describe_text_columns(X)}. Convert the values to float, or encode "
+            "text columns first, for example with "
             "sklearn.preprocessing.OneHotEncoder."
         ) from error
+
+
+def _describe_text_columns(X):
+    """Return ``" in column 'b'"`` for the DataFrame columns that do not
+    convert to float, or an empty string for other input."""
+    dtypes = getattr(X, "dtypes", None)
+    if not hasattr(dtypes, "items"):
+        return ""
+    names = []
+    for name, dtype in dtypes.items():
+        if dtype.kind != "O":
+            continue
+        try:
+            np.asarray(X[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            names.append(repr(name))
+    if not names:
+        return ""
+    label = "column" if len(names) == 1 else "columns"
+    return f" in {label} {', '.join(names)}"
 
 
 def _overflow_error(action, X, fix=None):
@@ -456,6 +481,28 @@ class KSparseAutoencoder(
         self.sparse_output = sparse_output
         self.random_state = random_state
         self.verbose = verbose
+
+    def _validate_params(self):
+        """Check the parameters against ``_parameter_constraints``, and reject
+        booleans where an integer is expected.
+
+        scikit-learn's ``Interval(Integral, ...)`` accepts True and False,
+        because bool subclasses int, and ``n_components=True`` then fails deep
+        inside NumPy while ``k=True`` silently means 1.
+        """
+        super()._validate_params()
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            takes_integers = any(
+                isinstance(constraint, Interval) and constraint.type is Integral
+                for constraint in constraints
+            )
+            if takes_integers and isinstance(value, (bool, np.bool_)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an "
+                    f"int, not the bool {value!r}. Pass {name}={int(value)} if "
+                    "that is what you mean."
+                )
 
     # ------------------------------------------------------------------
     # Effective values derived from the parameters
@@ -1046,7 +1093,10 @@ class KSparseAutoencoder(
             reconstruction = np.asarray(codes @ components)
             reconstruction += self.pre_bias_.astype(codes.dtype, copy=False)
         if not np.isfinite(reconstruction).all():
-            raise _overflow_error("Decoding", codes, fix="Pass the codes as float64")
+            fix = "Scale the codes down"
+            if codes.dtype == np.float32:
+                fix = "Pass the codes as float64"
+            raise _overflow_error("Decoding", codes, fix=fix)
         return reconstruction
 
     def score(self, X, y=None):

@@ -594,6 +594,14 @@ def with_dataframe_text():
     return df
 
 
+def with_dataframe_category():
+    df = make_frame()
+    df["pixel_0"] = pd.Categorical(["light", "dark"] * (len(df) // 2))
+    # Numbers stored as objects convert, so the message leaves them out.
+    df["pixel_1"] = df["pixel_1"].astype(object)
+    return df
+
+
 def with_dataframe_datetime():
     df = make_frame()
     df["pixel_0"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(df.index, unit="h")
@@ -646,7 +654,13 @@ BAD_TRAINING_INPUTS = [
         "text-dataframe",
         with_dataframe_text,
         ValueError,
-        "not a number.*'dark'",
+        "not a number.*'dark'.* in column 'pixel_0'",
+    ),
+    (
+        "category-dataframe",
+        with_dataframe_category,
+        ValueError,
+        "not a number.*'light'.* in column 'pixel_0'. Convert",
     ),
     (
         "datetime-dataframe",
@@ -822,6 +836,28 @@ def test_invalid_parameter_after_fit_raises(name, value):
     assert model.t_ == n_steps
 
 
+INTEGER_PARAMETERS = [
+    "n_components", "k", "transform_k", "batch_size", "max_iter",
+    "n_iter_no_change", "initial_k", "auxk_k", "dead_after",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INTEGER_PARAMETERS)
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "transform"])
+def test_bool_for_integer_parameter_raises(method, name):
+    model = make_model().fit(make_data())
+    fitted = {key: value for key, value in vars(model).items() if key.endswith("_")}
+    model.set_params(**{name: True})
+    with pytest.raises(InvalidParameterError) as excinfo:
+        getattr(model, method)(make_data())
+    message = str(excinfo.value)
+    assert f"'{name}' parameter" in message
+    assert "must be an int, not the bool True" in message
+    assert f"Pass {name}=1" in message
+    for key, value in fitted.items():
+        assert np.array_equal(getattr(model, key), value), key
+
+
 def test_early_stopping_one_sample_raises():
     model = make_model(early_stopping=True)
     with pytest.raises(ValueError, match="leaves none to train on"):
@@ -884,6 +920,18 @@ def test_inverse_transform_overflow_raises(sparse_input):
     with pytest.raises(ValueError, match="Decoding X overflowed float32") as excinfo:
         model.inverse_transform(codes)
     assert "Pass the codes as float64" in str(excinfo.value)
+
+
+def test_float64_inverse_transform_overflow_advice():
+    model = make_model().fit(make_data())
+    codes = np.zeros((3, N_COMPONENTS))
+    # Signs that add up in the first feature, so that the sum overflows.
+    codes[1] = 1e308 * np.sign(model.components_[:, 0])
+    with pytest.raises(ValueError, match="Decoding X overflowed float64") as excinfo:
+        model.inverse_transform(codes)
+    message = str(excinfo.value)
+    assert "Scale the codes down" in message
+    assert "as float64" not in message
 
 
 @pytest.mark.parametrize(
