@@ -371,24 +371,21 @@ def backpropagate(
     ]
     gradients = {}
     tied = "encoder_weights" not in params
-    if tied and n_workers <= 1:
-        gradients["components"] = weight_gradient(
-            decoder_terms + encoder_terms, components.shape, dtype
-        )
+    # With tied weights the two gradients are still computed apart and then
+    # added, so that the sums run in the same order whatever n_workers is.
+    decoder_gradient, encoder_gradient = run_tasks(
+        weight_gradient,
+        [
+            (decoder_terms, components.shape, dtype),
+            (encoder_terms, components.shape, dtype),
+        ],
+        n_workers,
+    )
+    gradients["components"] = decoder_gradient
+    if tied:
+        decoder_gradient += encoder_gradient
     else:
-        decoder_gradient, encoder_gradient = run_tasks(
-            weight_gradient,
-            [
-                (decoder_terms, components.shape, dtype),
-                (encoder_terms, components.shape, dtype),
-            ],
-            n_workers,
-        )
-        gradients["components"] = decoder_gradient
-        if tied:
-            decoder_gradient += encoder_gradient
-        else:
-            gradients["encoder_weights"] = encoder_gradient
+        gradients["encoder_weights"] = encoder_gradient
 
     bias_gradient = np.zeros(components.shape[0], dtype=dtype)
     for (codes, _, _), grads in zip(terms, code_gradients, strict=True):

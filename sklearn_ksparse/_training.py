@@ -210,6 +210,13 @@ class TopKTrainer:
         loss = 0.5 * squared_error / n_samples
         if not np.isfinite(loss):
             raise TrainingDivergedError(f"the training loss became {loss}")
+        dtype = self.params["components"].dtype
+        if squared_error > np.finfo(dtype).max:
+            # The loss is summed in float64, but gradients this large would
+            # overflow the weights' dtype in the backward pass.
+            raise TrainingDivergedError(
+                f"the training loss {loss:.3g} overflows the weights' {dtype}"
+            )
         gradients = backpropagate(
             terms, centered, self.params, self.activation, code_gradients,
             n_workers=self.n_workers,
@@ -247,6 +254,9 @@ class TopKTrainer:
         residual += params["pre_bias"]
         residual -= X
         flat_residual = residual.reshape(-1)
+        # A float32 dot product would round the loss by about 1e-5 relative,
+        # differently for each split of the rows among threads.
+        flat_residual = flat_residual.astype(np.float64)
         squared_error = float(np.dot(flat_residual, flat_residual))
         residual *= 1.0 / n_samples
         terms = [(codes, residual, True)]

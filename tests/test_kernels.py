@@ -14,6 +14,7 @@ from sklearn_ksparse import _kernels, _ksparse, _optimizers, _training
 from sklearn_ksparse._kernels import (
     DenseCodes,
     SparseCodes,
+    backpropagate,
     encode_pre_activations,
     encoding_pre_activations,
     select_codes,
@@ -496,6 +497,31 @@ def test_row_split_gradients_match(dense, tied):
         trainer._count_fired(split_codes, N_COMPONENTS),
         trainer._count_fired(codes, N_COMPONENTS),
     )
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("tied", [False, True])
+def test_weight_gradients_independent_of_workers(dense, tied):
+    trainer, X = make_trainer("relu", tied, dense, dtype=np.float32)
+    dead_units = trainer._aux_units()
+    centered, terms, code_gradients, _ = trainer._forward_rows(
+        X, K, X.shape[0], dead_units
+    )
+    results = [
+        backpropagate(
+            terms,
+            centered,
+            trainer.params,
+            "relu",
+            code_gradients,
+            n_workers=n_workers,
+        )
+        for n_workers in (1, 2)
+    ]
+    assert results[0].keys() == results[1].keys()
+    for name, gradient in results[0].items():
+        assert gradient.dtype == np.float32, name
+        np.testing.assert_array_equal(results[1][name], gradient, err_msg=name)
 
 
 def recorded_encode_threads(monkeypatch, call):
