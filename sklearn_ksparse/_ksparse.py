@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     StrOptions,
 )
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._kernels import (
@@ -481,6 +482,42 @@ class KSparseAutoencoder(
         self.sparse_output = sparse_output
         self.random_state = random_state
         self.verbose = verbose
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit the model to X and return its codes.
+
+        Equivalent to ``fit(X).transform(X)``, but an output container that
+        cannot hold the codes raises before any training.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored.
+        **fit_params : dict
+            Passed to :meth:`fit`.
+
+        Returns
+        -------
+        codes : scipy.sparse.csr_matrix or ndarray of shape (n_samples, n_components)
+            As returned by :meth:`transform`.
+        """
+        self._validate_params()
+        self._check_output_container()
+        return super().fit_transform(X, y, **fit_params)
+
+    def _check_output_container(self):
+        """Raise a ValueError when ``set_output`` requests a DataFrame of sparse
+        codes."""
+        container = _get_output_config("transform", self)["dense"]
+        if self.sparse_output and container != "default":
+            raise ValueError(
+                f"set_output(transform={container!r}) needs dense codes, but "
+                "sparse_output=True makes transform return a SciPy sparse matrix. "
+                f"Set sparse_output=False to get {container} output, or call "
+                "set_output(transform='default')."
+            )
 
     def _validate_params(self):
         """Check the parameters against ``_parameter_constraints``, and reject
@@ -1028,6 +1065,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
+        self._check_output_container()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
             X = X.tocsr()

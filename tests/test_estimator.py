@@ -304,5 +304,7 @@ def test_pandas_output_rejects_sparse_codes(digits):
     X, _ = digits
     model = small_model().set_output(transform="pandas")
 
-    with pytest.raises(ValueError, match="sparse"):
+    with pytest.raises(ValueError, match="Set sparse_output=False to get pandas"):
         model.fit_transform(pd.DataFrame(X))
+    # The container is checked before training, so the model stays unfitted.
+    assert not hasattr(model, "components_")

@@ -264,8 +264,9 @@ def test_inverse_transform_of_pandas_output():
 def test_pandas_output_sparse_raises():
     df = make_frame()
     model = make_model().fit(df).set_output(transform="pandas")
-    with pytest.raises(ValueError, match="sparse"):
+    with pytest.raises(ValueError, match="sparse_output=True") as excinfo:
         model.transform(df)
+    assert "set_output(transform='default')" in str(excinfo.value)
 
 
 def test_pandas_output_fit_transform_dense():
