@@ -265,21 +265,28 @@ class CsvTable:
         field may span lines. The file is read again up to that row, so this
         is meant for error messages.
         """
+        for index, (line, _) in enumerate(self.data_lines()):
+            if index == row:
+                return line
+        # Not reached unless the file changed since it was parsed. A message
+        # with an estimated line beats a second error that hides the first.
+        return row + 1 + int(self.has_header)
+
+    def data_lines(self):
+        """Yield the 1-based first line and the fields of each data row.
+
+        Reads the file with the standard library, skipping the header and
+        blank lines, so it is meant for messages rather than for the data.
+        """
         with open(self.name, newline="", encoding="utf-8-sig") as file:
             reader = csv.reader(file, delimiter=self.delimiter, skipinitialspace=True)
             if self.has_header:
                 next(reader, None)
-            n_rows_seen = 0
             start_line = reader.line_num + 1
             for fields in reader:
                 if not _is_blank(fields):
-                    if n_rows_seen == row:
-                        return start_line
-                    n_rows_seen += 1
+                    yield start_line, fields
                 start_line = reader.line_num + 1
-        # Not reached unless the file changed since it was parsed. A message
-        # with an estimated line beats a second error that hides the first.
-        return row + 1 + int(self.has_header)
 
     def column_label(self, column):
         """Return a column's name for messages: its header or its 1-based
@@ -389,18 +396,12 @@ def _next_frame(reader):
 
 def _raise_width_mismatch(table):
     """Raise a DataError naming the first data line of the wrong width."""
-    with open(table.name, newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file, delimiter=table.delimiter, skipinitialspace=True)
-        if table.has_header:
-            next(reader, None)
-        start_line = reader.line_num + 1
-        for fields in reader:
-            if not _is_blank(fields) and len(fields) != table.n_features:
-                raise DataError(
-                    f"{table.name}: expected {table.n_features} fields per line, "
-                    f"found {len(fields)} on line {start_line}."
-                )
-            start_line = reader.line_num + 1
+    for line, fields in table.data_lines():
+        if len(fields) != table.n_features:
+            raise DataError(
+                f"{table.name}: expected {table.n_features} fields per line, "
+                f"found {len(fields)} on line {line}."
+            )
     raise DataError(
         f"{table.name}: some lines have more fields than the "
         f"{table.n_features} of the first line."
