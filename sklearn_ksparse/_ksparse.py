@@ -507,6 +507,20 @@ class KSparseAutoencoder(
         self._check_output_container()
         return super().fit_transform(X, y, **fit_params)
 
+    def _check_fitted_n_components(self):
+        """Raise if ``n_components`` changed through ``set_params`` since fit.
+
+        Encoding clamps k to ``n_components``, so a changed value would
+        silently keep fewer units than the fitted model has.
+        """
+        fitted = self.components_.shape[0]
+        if self.n_components != fitted:
+            raise ValueError(
+                f"n_components changed from {fitted} to {self.n_components!r} "
+                "since the model was fitted. It sets the shape of the weights, so "
+                f"set it back to {fitted}, or call fit to train a new model."
+            )
+
     def _check_output_container(self):
         """Raise a ValueError when ``set_output`` requests a DataFrame of sparse
         codes."""
@@ -546,7 +560,12 @@ class KSparseAutoencoder(
     # ------------------------------------------------------------------
 
     def _effective_k(self, value, name):
-        """Clamp a number of active units to ``n_components``, with a warning."""
+        """Clamp a number of active units to ``n_components``, with a warning.
+
+        Returns a Python int: products such as ``n_samples * k`` would
+        overflow a small NumPy integer type such as ``np.uint8``.
+        """
+        value = int(value)
         if value > self.n_components:
             warnings.warn(
                 f"{name}={value} is larger than n_components={self.n_components}; "
@@ -557,7 +576,7 @@ class KSparseAutoencoder(
                 # _fit_context's wrapper, caller
                 stacklevel=5,
             )
-            return self.n_components
+            return int(self.n_components)
         return value
 
     def _training_k(self):
@@ -579,9 +598,9 @@ class KSparseAutoencoder(
         if warm or self.initial_k is None:
             start = k
         elif self.initial_k == "auto":
-            start = min(4 * k, self.n_components)
+            start = min(4 * k, int(self.n_components))
         else:
-            start = min(max(self.initial_k, k), self.n_components)
+            start = min(max(int(self.initial_k), k), int(self.n_components))
         # The last epoch always trains with k, whatever the fraction.
         n_decay = min(int(self.k_schedule_fraction * self.max_iter), self.max_iter - 1)
         if n_decay == 0 or start == k:
@@ -600,7 +619,7 @@ class KSparseAutoencoder(
                 stacklevel=4,
             )
             return n_samples
-        return self.batch_size
+        return int(self.batch_size)
 
     def _optimizer_settings(self):
         """Return the solver and the values of the parameters that it reads."""
@@ -628,7 +647,7 @@ class KSparseAutoencoder(
 
     def _make_trainer(self, params, optimizer):
         n_features = params["pre_bias"].shape[0]
-        auxk_k = max(1, n_features // 2) if self.auxk_k == "auto" else self.auxk_k
+        auxk_k = max(1, n_features // 2) if self.auxk_k == "auto" else int(self.auxk_k)
         return TopKTrainer(
             params,
             optimizer,
@@ -636,7 +655,7 @@ class KSparseAutoencoder(
             normalize_components=self.normalize_components,
             auxk_coef=self.auxk_coef,
             auxk_k=auxk_k,
-            dead_after=self.dead_after,
+            dead_after=int(self.dead_after),
         )
 
     def _continued_trainer(self, dtype, keep_optimizer):
@@ -1065,6 +1084,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
+        self._check_fitted_n_components()
         self._check_output_container()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
@@ -1180,6 +1200,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
+        self._check_fitted_n_components()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
             X = X.tocsr()

@@ -1,6 +1,7 @@
 """Input handling: accepted containers, dtypes, edge shapes and rejected inputs."""
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -857,6 +858,40 @@ def test_bool_for_integer_parameter_raises(method, name):
     assert f"Pass {name}=1" in message
     for key, value in fitted.items():
         assert np.array_equal(getattr(model, key), value), key
+
+
+@pytest.mark.parametrize("integer_type", [np.uint8, np.int16])
+def test_small_numpy_integer_parameters(integer_type):
+    params = {
+        "n_components": 12, "k": 3, "transform_k": 5, "batch_size": 7,
+        "max_iter": 3, "initial_k": 6, "auxk_k": 4, "dead_after": 20,
+        "n_iter_no_change": 2,
+    }  # fmt: skip
+    X = make_data(n_samples=300)
+    expected = make_model(**params).fit(X)
+    typed = {name: integer_type(value) for name, value in params.items()}
+    model = make_model(**typed)
+    with warnings.catch_warnings():
+        # Products such as n_samples * k must not overflow the small type.
+        warnings.simplefilter("error", RuntimeWarning)
+        model.fit(X)
+        codes = model.transform(X)
+        model.partial_fit(X)
+    np.testing.assert_array_equal(codes.toarray(), expected.transform(X).toarray())
+    assert codes.getnnz(axis=1).max() <= 5
+
+
+@pytest.mark.parametrize("method", ["transform", "score"])
+def test_changed_n_components_after_fit_raises(method):
+    model = make_model().fit(make_data())
+    components = model.components_.copy()
+    model.set_params(n_components=2)
+    with pytest.raises(ValueError, match="n_components changed from") as excinfo:
+        getattr(model, method)(make_data())
+    assert f"set it back to {N_COMPONENTS}" in str(excinfo.value)
+    assert np.array_equal(model.components_, components)
+    model.set_params(n_components=N_COMPONENTS)
+    getattr(model, method)(make_data())
 
 
 def test_early_stopping_one_sample_raises():
