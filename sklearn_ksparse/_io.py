@@ -209,7 +209,9 @@ class CsvTable:
         self.name = path
         sample = _read_sample(path)
         self.delimiter = _detect_delimiter(sample)
-        first = next(csv.reader(sample[:1], delimiter=self.delimiter), None)
+        # Reading the first record from the sample, not the first line, keeps
+        # a quoted header field with a line break in one piece.
+        first = next(csv.reader(sample, delimiter=self.delimiter), None)
         if not first or not any(field.strip() for field in first):
             raise DataError(f"{path}: the file is empty or its first line is blank.")
         self.has_header = not all(_is_number(field) for field in first)
@@ -327,12 +329,47 @@ def _is_blank(fields):
     return not fields or (len(fields) == 1 and not fields[0].strip())
 
 
+# The text that pandas.read_csv reads as a missing value by default (its
+# ``na_values`` documentation, pandas 2.x), so both parsers report it the same.
+_MISSING_VALUE_TEXT = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+     "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+     "nan", "null"]
+)  # fmt: skip
+
+
+def _parse_number(field):
+    """Return the float value of a CSV field, NaN for missing-value text.
+
+    Raises ValueError for text that pandas would not read as a number either:
+    Python's ``float`` also accepts underscores between digits and non-ASCII
+    digits and spaces, which pandas rejects.
+    """
+    text = field.strip()
+    if text in _MISSING_VALUE_TEXT:
+        return math.nan
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"not a number: {field!r}")
+    return float(text)
+
+
 def _is_number(field):
     try:
         float(field)
     except ValueError:
         return False
-    return True
+    return field.isascii() and "_" not in field
+
+
+def _drop_trailing_empty_field(fields, n_features):
+    """Return ``fields`` without the empty field that a trailing delimiter adds.
+
+    pandas, with ``index_col=False``, ignores one trailing delimiter on lines
+    one field longer than the header, so the standard-library parser does too.
+    """
+    if len(fields) == n_features + 1 and not fields[-1].strip():
+        return fields[:-1]
+    return fields
 
 
 def _estimate_rows(path, sample, has_header):
@@ -378,6 +415,10 @@ def _parse_with_pandas(table, chunk_rows):
     except (pd.errors.ParserError, ValueError) as error:
         if isinstance(error, DataError):
             raise
+        if isinstance(error, pd.errors.ParserError) and "fields in line" in str(error):
+            # The line in pandas' message misses quoted line breaks, so the
+            # width check finds the line again.
+            _raise_width_mismatch(table)
         raise DataError(f"{table.name}: invalid CSV ({str(error).strip()}).") from error
 
 
@@ -397,6 +438,7 @@ def _next_frame(reader):
 def _raise_width_mismatch(table):
     """Raise a DataError naming the first data line of the wrong width."""
     for line, fields in table.data_lines():
+        fields = _drop_trailing_empty_field(fields, table.n_features)
         if len(fields) != table.n_features:
             raise DataError(
                 f"{table.name}: expected {table.n_features} fields per line, "
@@ -477,6 +519,7 @@ def _parse_with_csv_module(table, chunk_rows):
 
 
 def _parse_fields(table, fields, row):
+    fields = _drop_trailing_empty_field(fields, table.n_features)
     if len(fields) != table.n_features:
         raise DataError(
             f"{table.name}: expected {table.n_features} fields per line, found "
@@ -485,7 +528,7 @@ def _parse_fields(table, fields, row):
     values = []
     for column, field in enumerate(fields):
         try:
-            values.append(float(field) if field.strip() else math.nan)
+            values.append(_parse_number(field))
         except ValueError:
             raise DataError(
                 f"{table.name}: {table.column_label(column)} is not numeric; line "

@@ -300,6 +300,51 @@ def test_csv_skips_whitespace_lines(tmp_path, monkeypatch, pandas_installed):
     assert table.line_number(1) == 5
 
 
+@pytest.mark.parametrize("pandas_installed", [True, False])
+def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("a,b,c\n1,2,3,\n4,5,6,\n")
+    np.testing.assert_array_equal(
+        open_table(str(trailing)).read(), [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    )
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('a,"b\nb",c\n1,2,3\n')
+    table = open_table(str(quoted))
+    assert table.column_names == ["a", "b\nb", "c"]
+    np.testing.assert_array_equal(table.read(), [[1.0, 2.0, 3.0]])
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b,c\n1,2,3\n4,1_000,6\n", "line 3 contains '1_000'"),
+        ("a,b,c\n1,2,3\n4,\u0661\u0662,6\n", "line 3 contains '\u0661\u0662'"),
+        ("a,b,c\n1,2,3\n4,NA,6\n", "line 3, column 2 ('b') is missing or NaN"),
+        (
+            'a,"b\nb",c\n1,2,3\n4,5,6,7\n',
+            "expected 3 fields per line, found 4 on line 4",
+        ),
+    ],
+    ids=["underscore", "arabic-indic", "na-text", "wide-after-quoted-header"],
+)
+def test_csv_readers_give_same_message(
+    tmp_path, monkeypatch, capsys, three_column_model, pandas_installed, text, message
+):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    path = tmp_path / "data.csv"
+    path.write_text(text, encoding="utf-8")
+    status = _cli.main(
+        ["transform", str(path), "--model", str(three_column_model),
+         "--output", str(tmp_path / "c.npz")]
+    )  # fmt: skip
+    assert status == 1
+    assert message in capsys.readouterr().err
+
+
 def test_width_mismatch_keeps_existing_output(tmp_path, digits, three_column_model):
     np.save(tmp_path / "wide.npy", digits)
     good = sp.random(5, 8, density=0.3, format="csr", random_state=0)
