@@ -635,10 +635,21 @@ class KSparseAutoencoder(
 
     def _new_trainer(self, X, random_state):
         pre_bias = initial_pre_bias(X, self.pre_bias_init, X.dtype, random_state)
-        params = initial_parameters(
-            self.n_components, pre_bias, self.tied_weights, random_state
-        )
-        return self._make_trainer(params, self._make_optimizer(params))
+        n_components = int(self.n_components)
+        try:
+            params = initial_parameters(
+                n_components, pre_bias, self.tied_weights, random_state
+            )
+            optimizer = self._make_optimizer(params)
+        except (MemoryError, ValueError) as error:
+            # NumPy raises ValueError for shapes beyond its maximum size.
+            shape = (n_components, X.shape[1])
+            raise ValueError(
+                f"Cannot allocate the weights for n_components={n_components} "
+                f"({shape[0]} x {shape[1]} values, several times over for the "
+                f"optimizer): {error}. Lower n_components."
+            ) from error
+        return self._make_trainer(params, optimizer)
 
     def _make_optimizer(self, params):
         names = [name for name in TopKTrainer.PARAM_ORDER if name in params]

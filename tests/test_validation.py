@@ -894,6 +894,17 @@ def test_changed_n_components_after_fit_raises(method):
     getattr(model, method)(make_data())
 
 
+@pytest.mark.parametrize("n_components", [10**15, 10**19])
+def test_unallocatable_n_components_raises(n_components):
+    model = make_model().fit(make_data())
+    components = model.components_.copy()
+    model.set_params(n_components=n_components)
+    with pytest.raises(ValueError, match="Cannot allocate the weights") as excinfo:
+        model.fit(make_data())
+    assert "Lower n_components" in str(excinfo.value)
+    assert np.array_equal(model.components_, components)
+
+
 def test_early_stopping_one_sample_raises():
     model = make_model(early_stopping=True)
     with pytest.raises(ValueError, match="leaves none to train on"):
