@@ -483,30 +483,6 @@ class KSparseAutoencoder(
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit_transform(self, X, y=None, **fit_params):
-        """Fit the model to X and return its codes.
-
-        Equivalent to ``fit(X).transform(X)``, but an output container that
-        cannot hold the codes raises before any training.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data.
-        y : None
-            Ignored.
-        **fit_params : dict
-            Passed to :meth:`fit`.
-
-        Returns
-        -------
-        codes : scipy.sparse.csr_matrix or ndarray of shape (n_samples, n_components)
-            As returned by :meth:`transform`.
-        """
-        self._validate_params()
-        self._check_output_container()
-        return super().fit_transform(X, y, **fit_params)
-
     def _check_fitted_n_components(self):
         """Raise if ``n_components`` changed through ``set_params`` since fit.
 
@@ -1048,6 +1024,30 @@ class KSparseAutoencoder(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return self._effective_k(value, "transform_k")
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit the model to X and return its codes.
+
+        Equivalent to ``fit(X).transform(X)``, but an output container that
+        cannot hold the codes raises before any training.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored.
+        **fit_params : dict
+            Passed to :meth:`fit`.
+
+        Returns
+        -------
+        codes : scipy.sparse.csr_matrix or ndarray of shape (n_samples, n_components)
+            As returned by :meth:`transform`.
+        """
+        self._validate_params()
+        self._check_output_container()
+        return super().fit_transform(X, y, **fit_params)
 
     def transform(self, X):
         """Encode X as sparse codes with at most ``transform_k`` nonzeros per row.
