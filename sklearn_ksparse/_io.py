@@ -11,6 +11,7 @@ import codecs
 import csv
 import math
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -317,7 +318,11 @@ def _detect_delimiter(sample):
     try:
         return csv.Sniffer().sniff("".join(lines), _CSV_DELIMITERS).delimiter
     except csv.Error:
-        return ","
+        # The sniffer fails on trailing delimiters, for one. The delimiter
+        # that occurs most often in the first line is the next best guess.
+        first = lines[0] if lines else ""
+        best = max(_CSV_DELIMITERS, key=first.count)
+        return best if first.count(best) else ","
 
 
 def _is_blank(fields):
@@ -326,11 +331,12 @@ def _is_blank(fields):
     pandas skips such lines, so the standard-library parser and the line
     numbers in messages skip them too.
     """
-    return not fields or (len(fields) == 1 and not fields[0].strip())
+    return not fields or (len(fields) == 1 and not fields[0].strip(" \t"))
 
 
-# The text that pandas.read_csv reads as a missing value by default (its
-# ``na_values`` documentation, pandas 2.x), so both parsers report it the same.
+# The text that pandas.read_csv reads as a missing value by default, as its
+# ``na_values`` documentation lists it (the same set as in pandas 3.1.1), so
+# that both parsers report it the same.
 _MISSING_VALUE_TEXT = frozenset(
     ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
      "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
@@ -338,27 +344,30 @@ _MISSING_VALUE_TEXT = frozenset(
 )  # fmt: skip
 
 
+# Decimal and exponent notation, infinity and NaN, in ASCII. Python's float()
+# also takes underscores, non-ASCII digits and surrounding Unicode whitespace.
+_NUMBER_PATTERN = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+    re.IGNORECASE | re.ASCII,
+)
+
+
 def _parse_number(field):
     """Return the float value of a CSV field, NaN for missing-value text.
 
-    Raises ValueError for text that pandas would not read as a number either:
-    Python's ``float`` also accepts underscores between digits and non-ASCII
-    digits and spaces, which pandas rejects.
+    Raises ValueError for text that ``_NUMBER_PATTERN`` rejects, as pandas
+    does.
     """
-    text = field.strip()
+    text = field.strip(" \t")
     if text in _MISSING_VALUE_TEXT:
         return math.nan
-    if not text.isascii() or "_" in text:
+    if not _NUMBER_PATTERN.fullmatch(text):
         raise ValueError(f"not a number: {field!r}")
     return float(text)
 
 
 def _is_number(field):
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return field.isascii() and "_" not in field
+    return _NUMBER_PATTERN.fullmatch(field.strip(" \t")) is not None
 
 
 def _drop_trailing_empty_field(fields, n_features):
@@ -411,14 +420,13 @@ def _parse_with_pandas(table, chunk_rows):
                 first_row += frame.shape[0]
     except pd.errors.ParserWarning:
         # Rows are longer than the header, and pandas would drop the extra fields.
-        _raise_width_mismatch(table)
+        yield from _parse_rest_after_width_error(table, chunk_rows, first_row)
     except (pd.errors.ParserError, ValueError) as error:
         if isinstance(error, DataError):
             raise
         if isinstance(error, pd.errors.ParserError) and "fields in line" in str(error):
-            # The line in pandas' message misses quoted line breaks, so the
-            # width check finds the line again.
-            _raise_width_mismatch(table)
+            yield from _parse_rest_after_width_error(table, chunk_rows, first_row)
+            return
         raise DataError(f"{table.name}: invalid CSV ({str(error).strip()}).") from error
 
 
@@ -435,8 +443,15 @@ def _next_frame(reader):
         return next(reader, None)
 
 
-def _raise_width_mismatch(table):
-    """Raise a DataError naming the first data line of the wrong width."""
+def _parse_rest_after_width_error(table, chunk_rows, first_row):
+    """Handle a line that pandas found of the wrong width.
+
+    Raises a DataError naming the first data line of the wrong width, because
+    the line in pandas' own message misses quoted line breaks. If the only
+    extra fields are trailing delimiters, which pandas ignores on the first
+    data line but not on later ones, the standard-library parser reads the
+    rows from ``first_row`` on instead.
+    """
     for line, fields in table.data_lines():
         fields = _drop_trailing_empty_field(fields, table.n_features)
         if len(fields) != table.n_features:
@@ -444,10 +459,7 @@ def _raise_width_mismatch(table):
                 f"{table.name}: expected {table.n_features} fields per line, "
                 f"found {len(fields)} on line {line}."
             )
-    raise DataError(
-        f"{table.name}: some lines have more fields than the "
-        f"{table.n_features} of the first line."
-    )
+    yield from _parse_with_csv_module(table, chunk_rows, first_row)
 
 
 def _frame_to_array(table, frame, first_row):
@@ -460,22 +472,26 @@ def _frame_to_array(table, frame, first_row):
             f"{table.name}: expected {table.n_features} fields per line, found "
             f"{frame.shape[1]} near line {table.line_number(first_row)}."
         )
+    array = np.empty(frame.shape, dtype=np.float64)
     for column in range(frame.shape[1]):
         values = frame.iloc[:, column]
-        is_bool = pd.api.types.is_bool_dtype(values)
-        if is_bool or not pd.api.types.is_numeric_dtype(values):
-            _raise_non_numeric(table, values, column, first_row)
-    array = frame.to_numpy(dtype=np.float64)
+        if pd.api.types.is_bool_dtype(values):
+            _raise_non_numeric(table, values, [0], column, first_row)
+        if not pd.api.types.is_numeric_dtype(values):
+            # pandas leaves integers beyond 64 bits, or a column mixing -1 with
+            # 2**64 - 1, as text, but to_numeric still reads them as floats.
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
+            if bad.size:
+                _raise_non_numeric(table, values, bad, column, first_row)
+            values = numbers
+        array[:, column] = values.to_numpy(dtype=np.float64)
     _check_finite_csv(table, array, first_row)
     return array
 
 
-def _raise_non_numeric(table, values, column, first_row):
-    import pandas as pd
-
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
-    row = int(bad[0]) if bad.size else 0
+def _raise_non_numeric(table, values, bad_rows, column, first_row):
+    row = int(bad_rows[0])
     raise DataError(
         f"{table.name}: {table.column_label(column)} is not numeric; line "
         f"{table.line_number(first_row + row)} contains {str(values.iloc[row])!r}. "
@@ -497,17 +513,20 @@ def _check_finite_csv(table, array, first_row):
     )
 
 
-def _parse_with_csv_module(table, chunk_rows):
+def _parse_with_csv_module(table, chunk_rows, first_row=0):
     """Parse the file with the standard library, for installations without
-    pandas."""
+    pandas, from data row ``first_row`` on."""
     with open(table.name, newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file, delimiter=table.delimiter, skipinitialspace=True)
         if table.has_header:
             next(reader)
         rows = []
-        first_row = 0
+        n_to_skip = first_row
         for fields in reader:
             if _is_blank(fields):
+                continue
+            if n_to_skip:
+                n_to_skip -= 1
                 continue
             rows.append(_parse_fields(table, fields, first_row + len(rows)))
             if len(rows) == chunk_rows:

@@ -318,6 +318,29 @@ def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed)
 
 @pytest.mark.parametrize("pandas_installed", [True, False])
 @pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a,b\n1,2\n3,4,\n5,6\n", [[1, 2], [3, 4], [5, 6]]),
+        ("a;b\n1;2;\n3;4;\n", [[1, 2], [3, 4]]),
+        ("a,b\n1,2\n99999999999999999999,3\n", [[1, 2], [1e20, 3]]),
+        ("a,b\n-1,2\n18446744073709551615,3\n", [[-1, 2], [2.0**64, 3]]),
+    ],
+    ids=["later-trailing-comma", "semicolon-trailing", "huge-int", "uint64-mix"],
+)
+@pytest.mark.parametrize("chunk_rows", [1, 100])
+def test_csv_readers_read_same_values(
+    tmp_path, monkeypatch, pandas_installed, text, expected, chunk_rows
+):
+    if not pandas_installed:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    chunks = list(open_table(str(path)).iter_chunks(chunk_rows=chunk_rows))
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+
+
+@pytest.mark.parametrize("pandas_installed", [True, False])
+@pytest.mark.parametrize(
     "text, message",
     [
         ("a,b,c\n1,2,3\n4,1_000,6\n", "line 3 contains '1_000'"),
@@ -327,8 +350,19 @@ def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed)
             'a,"b\nb",c\n1,2,3\n4,5,6,7\n',
             "expected 3 fields per line, found 4 on line 4",
         ),
+        ("a,b,c\n1,2,3\n4,\u00a05,6\n", r"line 3 contains '\xa05'"),
+        ("a,b,c\n1,2,3\n4,5\x1c,6\n", r"line 3 contains '5\x1c'"),
+        ("a,b,c\n1,2,3\n\x0c\n4,5,6\n", "line 3"),
     ],
-    ids=["underscore", "arabic-indic", "na-text", "wide-after-quoted-header"],
+    ids=[
+        "underscore",
+        "arabic-indic",
+        "na-text",
+        "wide-after-quoted-header",
+        "no-break-space",
+        "file-separator",
+        "form-feed-line",
+    ],
 )
 def test_csv_readers_give_same_message(
     tmp_path, monkeypatch, capsys, three_column_model, pandas_installed, text, message
