@@ -198,6 +198,15 @@ def test_quiet_prints_no_progress(tmp_path, digits):
     assert result.stderr == ""
 
 
+@pytest.fixture(params=["pandas", "csv module"])
+def csv_reader(request, monkeypatch):
+    """Run a test with each CSV reader: pandas, or Python's csv module."""
+    if request.param == "csv module":
+        # A None entry in sys.modules makes ``import pandas`` raise ImportError.
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    return request.param
+
+
 def make_bad_inputs(directory):
     """Write one faulty input per case; return (name, file, expected message)."""
     clean = "a,b,c\n0.1,0.2,0.3\n0.4,0.5,0.6\n"
@@ -256,13 +265,9 @@ def test_bad_input_gives_message_not_traceback(tmp_path, three_column_model):
     assert not (tmp_path / "c.npz").exists()
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
 def test_bad_inputs_named_in_message(
-    tmp_path, three_column_model, capsys, monkeypatch, pandas_installed
+    tmp_path, three_column_model, capsys, monkeypatch, csv_reader
 ):
-    if not pandas_installed:
-        # A None entry in sys.modules makes ``import pandas`` raise ImportError.
-        monkeypatch.setitem(sys.modules, "pandas", None)
     monkeypatch.chdir(tmp_path)
     for name, message in make_bad_inputs(tmp_path):
         status = _cli.main(
@@ -273,10 +278,7 @@ def test_bad_inputs_named_in_message(
         assert not (tmp_path / "c.npz").exists(), name
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
-def test_csv_reader_without_pandas(tmp_path, digits, monkeypatch, pandas_installed):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
+def test_csv_reader_without_pandas(tmp_path, digits, csv_reader):
     path = write_csv(tmp_path / "data.csv", digits)
     table = open_table(path)
     chunks = list(table.iter_chunks(chunk_rows=128))
@@ -286,10 +288,7 @@ def test_csv_reader_without_pandas(tmp_path, digits, monkeypatch, pandas_install
     assert table.n_rows == 300
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
-def test_csv_skips_whitespace_lines(tmp_path, monkeypatch, pandas_installed):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
+def test_csv_skips_whitespace_lines(tmp_path, csv_reader):
     path = tmp_path / "semicolons.csv"
     path.write_text("a;b;c\n0.1;0.2;0.3\n  \n\n0.4;0.5;0.6\n")
     table = open_table(str(path))
@@ -300,10 +299,7 @@ def test_csv_skips_whitespace_lines(tmp_path, monkeypatch, pandas_installed):
     assert table.line_number(1) == 5
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
-def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
+def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
     trailing = tmp_path / "trailing.csv"
     trailing.write_text("a,b,c\n1,2,3,\n4,5,6,\n")
     np.testing.assert_array_equal(
@@ -316,7 +312,6 @@ def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed)
     np.testing.assert_array_equal(table.read(), [[1.0, 2.0, 3.0]])
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -328,18 +323,13 @@ def test_csv_readers_agree_on_odd_files(tmp_path, monkeypatch, pandas_installed)
     ids=["later-trailing-comma", "semicolon-trailing", "huge-int", "uint64-mix"],
 )
 @pytest.mark.parametrize("chunk_rows", [1, 100])
-def test_csv_readers_read_same_values(
-    tmp_path, monkeypatch, pandas_installed, text, expected, chunk_rows
-):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
+def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chunk_rows):
     path = tmp_path / "data.csv"
     path.write_text(text)
     chunks = list(open_table(str(path)).iter_chunks(chunk_rows=chunk_rows))
     np.testing.assert_array_equal(np.concatenate(chunks), expected)
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -365,10 +355,8 @@ def test_csv_readers_read_same_values(
     ],
 )
 def test_csv_readers_give_same_message(
-    tmp_path, monkeypatch, capsys, three_column_model, pandas_installed, text, message
+    tmp_path, capsys, three_column_model, csv_reader, text, message
 ):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
     path = tmp_path / "data.csv"
     path.write_text(text, encoding="utf-8")
     status = _cli.main(
@@ -578,11 +566,8 @@ def test_npz_archive_named_npy(tmp_path, capsys):
     assert "Traceback" not in message
 
 
-@pytest.mark.parametrize("pandas_installed", [True, False])
 @pytest.mark.parametrize("header", [True, False])
-def test_csv_with_byte_order_mark(tmp_path, monkeypatch, pandas_installed, header):
-    if not pandas_installed:
-        monkeypatch.setitem(sys.modules, "pandas", None)
+def test_csv_with_byte_order_mark(tmp_path, csv_reader, header):
     X = np.arange(12, dtype=np.float64).reshape(4, 3)
     text = "a,b,c\n" if header else ""
     text += "\n".join(",".join(f"{value:g}" for value in row) for row in X) + "\n"
