@@ -344,10 +344,12 @@ _MISSING_VALUE_TEXT = frozenset(
 )  # fmt: skip
 
 
-# Decimal and exponent notation, infinity and NaN, in ASCII. Python's float()
-# also takes underscores, non-ASCII digits and surrounding Unicode whitespace.
+# Decimal and exponent notation and infinity, in ASCII, as pandas 3.1 reads
+# numbers. NaN is only the missing-value text above. Python's float() also
+# takes underscores, non-ASCII digits, surrounding Unicode whitespace and
+# spellings such as "NAN" or "+nan".
 _NUMBER_PATTERN = re.compile(
-    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?)",
     re.IGNORECASE | re.ASCII,
 )
 
@@ -358,8 +360,11 @@ def _parse_number(field):
     Raises ValueError for text that ``_NUMBER_PATTERN`` rejects, as pandas
     does.
     """
+    # pandas matches the missing-value text before it strips trailing spaces.
+    if field in _MISSING_VALUE_TEXT:
+        return math.nan
     text = field.strip(" \t")
-    if text in _MISSING_VALUE_TEXT:
+    if not text:
         return math.nan
     if not _NUMBER_PATTERN.fullmatch(text):
         raise ValueError(f"not a number: {field!r}")
@@ -367,7 +372,9 @@ def _parse_number(field):
 
 
 def _is_number(field):
-    return _NUMBER_PATTERN.fullmatch(field.strip(" \t")) is not None
+    """Return whether a field of the first line reads as a number or missing."""
+    text = field.strip(" \t")
+    return text in _MISSING_VALUE_TEXT or _NUMBER_PATTERN.fullmatch(text) is not None
 
 
 def _drop_trailing_empty_field(fields, n_features):

@@ -343,6 +343,9 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         ("a,b,c\n1,2,3\n4,\u00a05,6\n", r"line 3 contains '\xa05'"),
         ("a,b,c\n1,2,3\n4,5\x1c,6\n", r"line 3 contains '5\x1c'"),
         ("a,b,c\n1,2,3\n\x0c\n4,5,6\n", "line 3"),
+        ("a,b,c\n1,2,3\n4,NAN,6\n", "line 3 contains 'NAN'"),
+        ("a,b,c\n1,2,3\n4,NA ,6\n", "line 3 contains 'NA '"),
+        ("1,nan,3\n4,5,6\n", "line 1, column 2 is missing or NaN"),
     ],
     ids=[
         "underscore",
@@ -352,6 +355,9 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         "no-break-space",
         "file-separator",
         "form-feed-line",
+        "nan-spelling",
+        "na-trailing-space",
+        "headerless-nan",
     ],
 )
 def test_csv_readers_give_same_message(
