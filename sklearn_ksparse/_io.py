@@ -216,6 +216,13 @@ class CsvTable:
         if not first or not any(field.strip() for field in first):
             raise DataError(f"{path}: the file is empty or its first line is blank.")
         self.has_header = not all(_is_number(field) for field in first)
+        # Spreadsheet exports often end every line, the header included, with
+        # a delimiter. The empty last header field then names no column.
+        self.header_has_trailing_delimiter = (
+            self.has_header and len(first) > 1 and not first[-1].strip()
+        )
+        if self.header_has_trailing_delimiter:
+            first = first[:-1]
         self.column_names = (
             [name.strip() for name in first] if self.has_header else None
         )
@@ -459,6 +466,15 @@ def _parse_rest_after_width_error(table, chunk_rows, first_row):
     data line but not on later ones, the standard-library parser reads the
     rows from ``first_row`` on instead.
     """
+    _raise_wrong_width(table)
+    yield from _parse_with_csv_module(table, chunk_rows, first_row)
+
+
+def _raise_wrong_width(table):
+    """Raise a DataError naming the first data line of the wrong width, if any.
+
+    A trailing delimiter does not count as a field.
+    """
     for line, fields in table.data_lines():
         fields = _drop_trailing_empty_field(fields, table.n_features)
         if len(fields) != table.n_features:
@@ -466,7 +482,6 @@ def _parse_rest_after_width_error(table, chunk_rows, first_row):
                 f"{table.name}: expected {table.n_features} fields per line, "
                 f"found {len(fields)} on line {line}."
             )
-    yield from _parse_with_csv_module(table, chunk_rows, first_row)
 
 
 def _frame_to_array(table, frame, first_row):
@@ -474,6 +489,11 @@ def _frame_to_array(table, frame, first_row):
 
     if frame.shape[0] == 0:
         raise DataError(f"{table.name}: the file has a header but no data rows.")
+    if table.header_has_trailing_delimiter and frame.shape[1] == table.n_features + 1:
+        # pandas gives the empty header field a column, which must stay empty.
+        if frame.iloc[:, -1].notna().any():
+            _raise_wrong_width(table)
+        frame = frame.iloc[:, :-1]
     if frame.shape[1] != table.n_features:
         raise DataError(
             f"{table.name}: expected {table.n_features} fields per line, found "

@@ -319,8 +319,17 @@ def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
         ("a;b\n1;2;\n3;4;\n", [[1, 2], [3, 4]]),
         ("a,b\n1,2\n99999999999999999999,3\n", [[1, 2], [1e20, 3]]),
         ("a,b\n-1,2\n18446744073709551615,3\n", [[-1, 2], [2.0**64, 3]]),
+        ("a,b,\n1,2,\n3,4,\n", [[1, 2], [3, 4]]),
+        ("a;b;\n1;2\n3;4;\n", [[1, 2], [3, 4]]),
     ],
-    ids=["later-trailing-comma", "semicolon-trailing", "huge-int", "uint64-mix"],
+    ids=[
+        "later-trailing-comma",
+        "semicolon-trailing",
+        "huge-int",
+        "uint64-mix",
+        "header-trailing-comma",
+        "header-trailing-semicolon",
+    ],
 )
 @pytest.mark.parametrize("chunk_rows", [1, 100])
 def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chunk_rows):
@@ -346,6 +355,7 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         ("a,b,c\n1,2,3\n4,NAN,6\n", "line 3 contains 'NAN'"),
         ("a,b,c\n1,2,3\n4,NA ,6\n", "line 3 contains 'NA '"),
         ("1,nan,3\n4,5,6\n", "line 1, column 2 is missing or NaN"),
+        ("a,b,c,\n1,2,3,\n4,5,6,7\n", "found 4 on line 3"),
     ],
     ids=[
         "underscore",
@@ -358,6 +368,7 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         "nan-spelling",
         "na-trailing-space",
         "headerless-nan",
+        "wide-after-trailing-header",
     ],
 )
 def test_csv_readers_give_same_message(
