@@ -217,11 +217,12 @@ class CsvTable:
             raise DataError(f"{path}: the file is empty or its first line is blank.")
         self.has_header = not all(_is_number(field) for field in first)
         # Spreadsheet exports often end every line, the header included, with
-        # a delimiter. The empty last header field then names no column.
-        self.header_has_trailing_delimiter = (
-            self.has_header and len(first) > 1 and not first[-1].strip()
+        # a delimiter. The empty last field of the first line then counts as
+        # no column, whether the line is a header or data.
+        self.first_line_has_trailing_delimiter = (
+            len(first) > 1 and not first[-1].strip()
         )
-        if self.header_has_trailing_delimiter:
+        if self.first_line_has_trailing_delimiter:
             first = first[:-1]
         self.column_names = (
             [name.strip() for name in first] if self.has_header else None
@@ -489,8 +490,10 @@ def _frame_to_array(table, frame, first_row):
 
     if frame.shape[0] == 0:
         raise DataError(f"{table.name}: the file has a header but no data rows.")
-    if table.header_has_trailing_delimiter and frame.shape[1] == table.n_features + 1:
-        # pandas gives the empty header field a column, which must stay empty.
+    trailing = table.first_line_has_trailing_delimiter
+    if trailing and frame.shape[1] == table.n_features + 1:
+        # pandas gives the first line's empty last field a column, which must
+        # stay empty.
         if frame.iloc[:, -1].notna().any():
             _raise_wrong_width(table)
         frame = frame.iloc[:, :-1]

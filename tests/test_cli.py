@@ -321,6 +321,7 @@ def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
         ("a,b\n-1,2\n18446744073709551615,3\n", [[-1, 2], [2.0**64, 3]]),
         ("a,b,\n1,2,\n3,4,\n", [[1, 2], [3, 4]]),
         ("a;b;\n1;2\n3;4;\n", [[1, 2], [3, 4]]),
+        ("1,2,\n3,4,\n", [[1, 2], [3, 4]]),
     ],
     ids=[
         "later-trailing-comma",
@@ -329,6 +330,7 @@ def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
         "uint64-mix",
         "header-trailing-comma",
         "header-trailing-semicolon",
+        "headerless-trailing-comma",
     ],
 )
 @pytest.mark.parametrize("chunk_rows", [1, 100])
