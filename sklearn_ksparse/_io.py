@@ -334,7 +334,7 @@ def _detect_delimiter(sample):
 
 
 def _is_blank(fields):
-    """Return whether a parsed CSV line is empty or whitespace only.
+    """Return whether a parsed CSV line is empty or only spaces and tabs.
 
     pandas skips such lines, so the standard-library parser and the line
     numbers in messages skip them too.
@@ -342,9 +342,9 @@ def _is_blank(fields):
     return not fields or (len(fields) == 1 and not fields[0].strip(" \t"))
 
 
-# The text that pandas.read_csv reads as a missing value by default, as its
-# ``na_values`` documentation lists it (the same set as in pandas 3.1.1), so
-# that both parsers report it the same.
+# The text that pandas.read_csv reads as a missing value by default, compared
+# with ``pandas._libs.parsers.STR_NA_VALUES`` of pandas 3.1.1, so that both
+# parsers report it the same.
 _MISSING_VALUE_TEXT = frozenset(
     ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
      "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
@@ -352,7 +352,7 @@ _MISSING_VALUE_TEXT = frozenset(
 )  # fmt: skip
 
 
-# Decimal and exponent notation and infinity, in ASCII, as pandas 3.1 reads
+# Decimal and exponent notation and infinity, in ASCII, as pandas 3.1.1 reads
 # numbers. NaN is only the missing-value text above. Python's float() also
 # takes underscores, non-ASCII digits, surrounding Unicode whitespace and
 # spellings such as "NAN" or "+nan".
@@ -381,15 +381,19 @@ def _parse_number(field):
 
 def _is_number(field):
     """Return whether a field of the first line reads as a number or missing."""
-    text = field.strip(" \t")
-    return text in _MISSING_VALUE_TEXT or _NUMBER_PATTERN.fullmatch(text) is not None
+    try:
+        _parse_number(field)
+    except ValueError:
+        return False
+    return True
 
 
 def _drop_trailing_empty_field(fields, n_features):
     """Return ``fields`` without the empty field that a trailing delimiter adds.
 
-    pandas, with ``index_col=False``, ignores one trailing delimiter on lines
-    one field longer than the header, so the standard-library parser does too.
+    pandas, with ``index_col=False``, ignores a trailing delimiter on the
+    first data line, and the reader falls back to the standard-library parser
+    when later lines have one, so this parser ignores it on every line.
     """
     if len(fields) == n_features + 1 and not fields[-1].strip():
         return fields[:-1]
@@ -479,10 +483,16 @@ def _raise_wrong_width(table):
     for line, fields in table.data_lines():
         fields = _drop_trailing_empty_field(fields, table.n_features)
         if len(fields) != table.n_features:
-            raise DataError(
-                f"{table.name}: expected {table.n_features} fields per line, "
-                f"found {len(fields)} on line {line}."
-            )
+            raise _width_error(table, len(fields), f"on line {line}")
+
+
+def _width_error(table, n_fields, where):
+    """Return the DataError for a line of ``n_fields`` fields at ``where``."""
+    return DataError(
+        f"{table.name}: expected {table.n_features} fields per line, found "
+        f"{n_fields} {where}. Give every line the fields of the first line, "
+        "with an empty field for a missing value."
+    )
 
 
 def _frame_to_array(table, frame, first_row):
@@ -498,11 +508,8 @@ def _frame_to_array(table, frame, first_row):
             _raise_wrong_width(table)
         frame = frame.iloc[:, :-1]
     if frame.shape[1] != table.n_features:
-        raise DataError(
-            f"{table.name}: expected {table.n_features} fields per line, found "
-            f"{frame.shape[1]} near line {table.line_number(first_row)}."
-        )
-    array = np.empty(frame.shape, dtype=np.float64)
+        where = f"near line {table.line_number(first_row)}"
+        raise _width_error(table, frame.shape[1], where)
     for column in range(frame.shape[1]):
         values = frame.iloc[:, column]
         if pd.api.types.is_bool_dtype(values):
@@ -514,8 +521,9 @@ def _frame_to_array(table, frame, first_row):
             bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
             if bad.size:
                 _raise_non_numeric(table, values, bad, column, first_row)
-            values = numbers
-        array[:, column] = values.to_numpy(dtype=np.float64)
+            # The chunk belongs to this function, so it is changed in place.
+            frame.isetitem(column, numbers)
+    array = frame.to_numpy(dtype=np.float64)
     _check_finite_csv(table, array, first_row)
     return array
 
@@ -570,10 +578,7 @@ def _parse_with_csv_module(table, chunk_rows, first_row=0):
 def _parse_fields(table, fields, row):
     fields = _drop_trailing_empty_field(fields, table.n_features)
     if len(fields) != table.n_features:
-        raise DataError(
-            f"{table.name}: expected {table.n_features} fields per line, found "
-            f"{len(fields)} on line {table.line_number(row)}."
-        )
+        raise _width_error(table, len(fields), f"on line {table.line_number(row)}")
     values = []
     for column, field in enumerate(fields):
         try:
