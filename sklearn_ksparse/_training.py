@@ -254,9 +254,9 @@ class TopKTrainer:
         residual += params["pre_bias"]
         residual -= X
         flat_residual = residual.reshape(-1)
-        # A float32 dot product would round the loss by about 1e-5 relative,
-        # differently for each split of the rows among threads.
-        flat_residual = flat_residual.astype(np.float64)
+        # A float32 dot product would round the loss differently for each
+        # split of the rows among threads.
+        flat_residual = flat_residual.astype(np.float64, copy=False)
         squared_error = float(np.dot(flat_residual, flat_residual))
         residual *= 1.0 / n_samples
         terms = [(codes, residual, True)]
