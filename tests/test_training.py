@@ -418,7 +418,7 @@ def test_early_stopping_needs_two_samples(X):
         model.fit(X[:1])
 
 
-def test_early_stopping_warns_on_one_held_out_sample(X):
+def test_early_stopping_one_held_out_warns(X):
     model = make_model(early_stopping=True, max_iter=3)
 
     with pytest.warns(UserWarning, match="holds out 1 of 5 samples") as record:
@@ -428,7 +428,7 @@ def test_early_stopping_warns_on_one_held_out_sample(X):
     assert len(model.validation_scores_) == model.n_iter_
 
 
-def test_early_stopping_quiet_with_two_held_out_samples(X):
+def test_early_stopping_two_held_out_quiet(X):
     model = make_model(early_stopping=True, max_iter=3, validation_fraction=0.2)
 
     with warnings.catch_warnings():
