@@ -486,6 +486,21 @@ def _raise_wrong_width(table):
             raise _width_error(table, len(fields), f"on line {line}")
 
 
+def _raise_short_line(table, first_row, n_rows):
+    """Raise the width error for the first narrow line among the given rows.
+
+    pandas fills a line with fewer fields than the header with missing
+    values. Checking the widths before the values gives such a line the
+    message of the standard-library parser, which rejects it as it reads it.
+    """
+    for row, (line, fields) in enumerate(table.data_lines()):
+        if row >= first_row + n_rows:
+            return
+        fields = _drop_trailing_empty_field(fields, table.n_features)
+        if row >= first_row and len(fields) != table.n_features:
+            raise _width_error(table, len(fields), f"on line {line}")
+
+
 def _width_error(table, n_fields, where):
     """Return the DataError for a line of ``n_fields`` fields at ``where``."""
     return DataError(
@@ -541,6 +556,7 @@ def _check_finite_csv(table, array, first_row):
     finite = np.isfinite(array)
     if finite.all():
         return
+    _raise_short_line(table, first_row, array.shape[0])
     row, column = np.argwhere(~finite)[0]
     value = array[row, column]
     what = "missing or NaN" if np.isnan(value) else f"{value}"

@@ -358,6 +358,8 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         ("a,b,c\n1,2,3\n4,NA ,6\n", "line 3 contains 'NA '"),
         ("1,nan,3\n4,5,6\n", "line 1, column 2 is missing or NaN"),
         ("a,b,c,\n1,2,3,\n4,5,6,7\n", "found 4 on line 3"),
+        ("a,b,c\n1,2,3\n4,5\n", "expected 3 fields per line, found 2 on line 3"),
+        ("a,b,c\n1,,3\n4,5\n", "found 2 on line 3"),
     ],
     ids=[
         "underscore",
@@ -371,6 +373,8 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         "na-trailing-space",
         "headerless-nan",
         "wide-after-trailing-header",
+        "narrow-line",
+        "missing-before-narrow-line",
     ],
 )
 def test_csv_readers_give_same_message(
