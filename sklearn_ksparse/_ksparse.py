@@ -483,19 +483,40 @@ class KSparseAutoencoder(
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_fitted_n_components(self):
+    def _check_fitted_shape(self, names, action, fix):
+        """Raise if a parameter in ``names`` no longer matches the fitted weights.
+
+        ``n_components`` and ``tied_weights`` set the shape of the weights, and
+        ``set_params`` can change them after fit. ``action`` is what cannot be
+        done (such as "encode") and ``fix`` the advice that ends the message.
+        """
+        fitted = {
+            "n_components": self.components_.shape[0],
+            "tied_weights": self._trainer.tied_weights,
+        }
+        changed = [
+            f"{name} changed from {fitted[name]!r} to {getattr(self, name)!r}"
+            for name in names
+            if getattr(self, name) != fitted[name]
+        ]
+        if changed:
+            raise ValueError(
+                f"Cannot {action} because {' and '.join(changed)} since the model "
+                f"was fitted, and the fitted weights have the old shape. {fix}"
+            )
+
+    def _check_fitted_n_components(self, action):
         """Raise if ``n_components`` changed through ``set_params`` since fit.
 
         Encoding clamps k to ``n_components``, so a changed value would
         silently keep fewer units than the fitted model has.
         """
         fitted = self.components_.shape[0]
-        if self.n_components != fitted:
-            raise ValueError(
-                f"n_components changed from {fitted} to {self.n_components!r} "
-                "since the model was fitted. It sets the shape of the weights, so "
-                f"set it back to {fitted}, or call fit to train a new model."
-            )
+        self._check_fitted_shape(
+            ["n_components"],
+            action,
+            f"Set it back to {fitted}, or call fit to train a new model.",
+        )
 
     def _check_output_container(self):
         """Raise a ValueError when ``set_output`` requests a DataFrame of sparse
@@ -672,22 +693,12 @@ class KSparseAutoencoder(
 
     def _check_warm_structure(self):
         """Raise if a parameter that shapes the weights changed since the fit."""
-        fitted = {
-            "n_components": self._trainer.params["components"].shape[0],
-            "tied_weights": self._trainer.tied_weights,
-        }
-        changed = [
-            f"{name} changed from {value!r} to {getattr(self, name)!r}"
-            for name, value in fitted.items()
-            if getattr(self, name) != value
-        ]
-        if changed:
-            raise ValueError(
-                f"Cannot continue training because {' and '.join(changed)} "
-                "since the model was fitted. These parameters set the shape of "
-                "the weights. Set them back, or call fit with warm_start=False "
-                "to train a new model."
-            )
+        self._check_fitted_shape(
+            ["n_components", "tied_weights"],
+            "continue training",
+            "Set the parameters back, or call fit with warm_start=False to train "
+            "a new model.",
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -1095,7 +1106,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
-        self._check_fitted_n_components()
+        self._check_fitted_n_components("encode")
         self._check_output_container()
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
@@ -1139,6 +1150,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
+        self._check_fitted_n_components("decode")
         X = _check_numeric_dtype(X)
         codes = check_array(
             X,
@@ -1211,7 +1223,7 @@ class KSparseAutoencoder(
         check_is_fitted(self)
         # Parameters may have changed through set_params since fit.
         self._validate_params()
-        self._check_fitted_n_components()
+        self._check_fitted_n_components("score")
         X = _validate_numeric_data(self, X, reset=False)
         if sp.issparse(X):
             X = X.tocsr()

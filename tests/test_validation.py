@@ -881,17 +881,24 @@ def test_small_numpy_integer_parameters(integer_type):
     assert codes.getnnz(axis=1).max() <= 5
 
 
-@pytest.mark.parametrize("method", ["transform", "score"])
-def test_changed_n_components_after_fit_raises(method):
+@pytest.mark.parametrize(
+    "method, action",
+    [("transform", "encode"), ("score", "score"), ("inverse_transform", "decode")],
+)
+def test_changed_n_components_after_fit_raises(method, action):
     model = make_model().fit(make_data())
     components = model.components_.copy()
+    data = make_data()
+    if method == "inverse_transform":
+        data = model.transform(data)
     model.set_params(n_components=2)
-    with pytest.raises(ValueError, match="n_components changed from") as excinfo:
-        getattr(model, method)(make_data())
-    assert f"set it back to {N_COMPONENTS}" in str(excinfo.value)
+    message = f"Cannot {action} because n_components changed from {N_COMPONENTS} to 2"
+    with pytest.raises(ValueError, match=message) as excinfo:
+        getattr(model, method)(data)
+    assert f"Set it back to {N_COMPONENTS}" in str(excinfo.value)
     assert np.array_equal(model.components_, components)
     model.set_params(n_components=N_COMPONENTS)
-    getattr(model, method)(make_data())
+    getattr(model, method)(data)
 
 
 @pytest.mark.parametrize("n_components", [10**15, 10**19])
