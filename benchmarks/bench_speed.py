@@ -10,7 +10,7 @@ Compares, in one process tree and on one dataset:
 - encoding throughput of ``transform`` with ``SparseCoder`` using OMP at the
   same dictionary and k;
 - the encoder's matrix product in GFLOP/s next to the float32 GEMM throughput
-  NumPy reaches on a large square product;
+  NumPy reaches on a large square product, and PyTorch's on the same product;
 - one train step in the sparse and the dense code layout, the measurement
   behind ``DENSE_MIN_FRACTION`` in ``sklearn_ksparse/_kernels.py``;
 - peak resident memory of ``fit`` and ``transform`` on 10^4 to 10^6 synthetic
@@ -170,10 +170,17 @@ def environment_lines():
     ]
 
 
-def gemm_gflops(repeats, size=2048):
+def gemm_gflops(repeats, size=2048, convert=None):
+    """Return the float32 GEMM rate of a square product, in GFLOP/s.
+
+    ``convert`` turns the NumPy operands into another library's arrays, such
+    as ``torch.from_numpy``; None times NumPy itself.
+    """
     rng = np.random.default_rng(0)
     A = rng.random((size, size), dtype=np.float32)
     B = rng.random((size, size), dtype=np.float32)
+    if convert is not None:
+        A, B = convert(A), convert(B)
     A @ B
     seconds = median_time(lambda: A @ B, repeats)
     return 2 * size**3 / seconds / 1e9
@@ -518,6 +525,13 @@ def training_table(rows):
     return lines
 
 
+def torch_gemm_text(results):
+    """Return the PyTorch GEMM rate as a clause, or nothing without PyTorch."""
+    if "torch_gemm" not in results:
+        return ""
+    return f"; in PyTorch: {results['torch_gemm']:.0f} GFLOP/s"
+
+
 def report(args, results, elapsed, loads):
     data_shape = results["data_shape"]
     command = "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
@@ -566,7 +580,8 @@ def report(args, results, elapsed, loads):
         "",
         "### Encoder product against the GEMM roofline",
         "",
-        f"float32 GEMM 2048 x 2048 x 2048 in NumPy: {gemm:.0f} GFLOP/s. The encoder "
+        f"float32 GEMM 2048 x 2048 x 2048 in NumPy: {gemm:.0f} GFLOP/s"
+        f"{torch_gemm_text(results)}. The encoder "
         f"product is ({BATCH_SIZE} x n_features) @ (n_features x n_components); "
         "its share of a train step uses the step time implied by the training "
         "throughput above.",
@@ -649,6 +664,8 @@ def run(args):
     results["train_rows"] = X.shape[0]
     print("GEMM roofline", file=sys.stderr)
     results["gemm"] = gemm_gflops(args.repeats)
+    if torch is not None:
+        results["torch_gemm"] = gemm_gflops(args.repeats, convert=torch.from_numpy)
     results["encoder"] = {
         n_components: encoder_gflops(n_components, X.shape[1], args.repeats)
         for n_components in sorted({shape[0] for shape in SHAPES})

@@ -9,8 +9,12 @@ update. Prints the mean milliseconds per step of each part. Example::
     python benchmarks/profile_step.py --data PATH/TO/mnist_test.npz \\
         --n-components 2048 --k 16
 
+``--threads 1`` limits BLAS, and with it the estimator's worker threads, to one
+thread, which shows how far the parts of a step gain from the second core.
+
 The timers add their own small cost to each call, so a step takes slightly
-longer with them than without.
+longer with them than without. With several threads, the forward passes of the
+row parts overlap, and their time is the wall time of ``run_tasks``.
 """
 
 import argparse
@@ -21,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -48,6 +53,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--k", type=int, default=16, help="units kept per row")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="BLAS threads (default: all)"
+    )
     return parser.parse_args(argv)
 
 
@@ -72,14 +80,15 @@ def main(argv=None):
     totals = collections.Counter()
     add_timers(totals)
     model = bench_speed.ksparse_model(args.n_components, args.k, args.epochs)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(args.threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
         model.fit(X)
         seconds = time.perf_counter() - start
     n_steps = model.t_
     print(
-        f"n_components={args.n_components}, k={args.k}: {n_steps} steps, "
+        f"n_components={args.n_components}, k={args.k}, "
+        f"threads={args.threads or 'all'}: {n_steps} steps, "
         f"{X.shape[0] * args.epochs / seconds:,.0f} samples/s, "
         f"{model.n_dead_components_} dead units at the end"
     )
