@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from contextlib import contextmanager
 
 import numpy as np
@@ -84,6 +85,7 @@ def _load_npy(path):
 def _load_npz(path):
     """Load the array of an ``.npz`` archive: a saved sparse matrix, ``X``, or
     the archive's only array."""
+    _check_zip_archive(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
@@ -93,12 +95,23 @@ def _load_npz(path):
                 return archive["X"]
             if len(names) == 1:
                 return archive[names[0]]
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
     raise DataError(
         f"{path}: the archive contains the arrays {names}; store the data under "
         "the name 'X' or as the only array."
     )
+
+
+def _check_zip_archive(path):
+    # np.load reads a file that is neither a zip archive nor an .npy array as a
+    # pickle, and its error suggests allow_pickle=True, which is unsafe.
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path}: not a zip archive, so not an .npz file written by "
+            "numpy.savez or scipy.sparse.save_npz. Pass such an archive, or a "
+            "CSV or .npy file named with its suffix."
+        )
 
 
 class ArrayTable:

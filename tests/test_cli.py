@@ -598,3 +598,20 @@ def test_csv_with_byte_order_mark(tmp_path, csv_reader, header):
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     table = open_table(path)
     np.testing.assert_array_equal(np.concatenate(list(table.iter_chunks(2))), X)
+
+
+@pytest.mark.parametrize("content", ["text", "truncated"])
+def test_npz_not_a_zip_archive(tmp_path, capsys, content):
+    path = tmp_path / "data.npz"
+    if content == "text":
+        path.write_bytes(b"not a zip")
+    else:
+        np.savez(path, X=np.ones((30, 4)))
+        path.write_bytes(path.read_bytes()[:200])
+    status = _cli.main(["fit", str(path), "--model", str(tmp_path / "m.joblib")])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "data.npz: not a zip archive" in message
+    assert "numpy.savez or scipy.sparse.save_npz" in message
+    assert "allow_pickle" not in message
+    assert not (tmp_path / "m.joblib").exists()
