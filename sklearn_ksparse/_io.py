@@ -82,6 +82,10 @@ def _load_npy(path):
     return data
 
 
+# The arrays that scipy.sparse.save_npz writes in every sparse format.
+_SPARSE_ARCHIVE_NAMES = {"format", "shape", "data"}
+
+
 def _load_npz(path):
     """Load the array of an ``.npz`` archive: a saved sparse matrix, ``X``, or
     the archive's only array."""
@@ -89,7 +93,8 @@ def _load_npz(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
-            if {"format", "indptr", "indices", "data", "shape"} <= set(names):
+            if _SPARSE_ARCHIVE_NAMES <= set(names):
+                # COO, CSC and the other formats become CSR, which slices rows.
                 return sp.load_npz(path).tocsr()
             if "X" in names:
                 return archive["X"]

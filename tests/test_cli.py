@@ -94,7 +94,17 @@ def test_fit_without_data_uses_digits(tmp_path):
     assert "1797 rows x 64 columns" in result.stdout
 
 
-@pytest.mark.parametrize("suffix", [".npy", ".npz", "-sparse.npz", "-noheader.csv"])
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        ".npy",
+        ".npz",
+        "-sparse.npz",
+        "-coo.npz",
+        "-csc.npz",
+        "-noheader.csv",
+    ],
+)
 def test_transform_reads_each_format(tmp_path, digits, suffix):
     model = KSparseAutoencoder(16, k=4, max_iter=2, random_state=0).fit(digits)
     joblib.dump(model, tmp_path / "model.joblib")
@@ -105,6 +115,10 @@ def test_transform_reads_each_format(tmp_path, digits, suffix):
         np.savez(path, X=digits)
     elif suffix == "-sparse.npz":
         sp.save_npz(path, sp.csr_matrix(digits))
+    elif suffix == "-coo.npz":
+        sp.save_npz(path, sp.coo_matrix(digits))
+    elif suffix == "-csc.npz":
+        sp.save_npz(path, sp.csc_array(digits))
     else:
         write_csv(path, digits, header=False)
 
