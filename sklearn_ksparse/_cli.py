@@ -197,8 +197,10 @@ def _add_transform_parser(subparsers):
             "Encode the rows of DATA with a model saved by 'fit' and write the "
             "codes as a CSR matrix with scipy.sparse.save_npz (load it with "
             "scipy.sparse.load_npz). DATA is read in chunks of --chunk-rows "
-            "rows; only the codes are held in memory. The model file is "
-            "unpickled: load only model files you trust."
+            "rows; only the codes are held in memory, unless DATA is a sparse "
+            ".npz archive or a Fortran-order array in one, which is loaded "
+            "whole. The model file is unpickled: load only model files you "
+            "trust."
         ),
     )
     parser.add_argument("data", metavar="DATA", help="data file to encode")

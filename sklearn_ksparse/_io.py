@@ -1,8 +1,10 @@
 """Readers for numeric tables on disk (CSV, ``.npy``, ``.npz``) and atomic writes.
 
 A table is read whole or in chunks of rows. Chunked reading keeps memory bounded
-by one chunk: ``.npy`` files are memory-mapped, and CSV files are parsed chunk by
-chunk, with pandas when it is installed and with the :mod:`csv` module otherwise.
+by one chunk: ``.npy`` files are memory-mapped, dense arrays in C order are read
+from ``.npz`` archives row by row, and CSV files are parsed chunk by chunk, with
+pandas when it is installed and with the :mod:`csv` module otherwise. Sparse
+matrices and arrays in Fortran order in ``.npz`` archives are loaded whole.
 Every chunk is checked for non-numeric, missing, NaN and infinite values, and the
 error names the offending row and column.
 """
@@ -15,6 +17,7 @@ import re
 import tempfile
 import warnings
 import zipfile
+import zlib
 from contextlib import contextmanager
 
 import numpy as np
@@ -87,25 +90,140 @@ _SPARSE_ARCHIVE_NAMES = {"format", "shape", "data"}
 
 
 def _load_npz(path):
-    """Load the array of an ``.npz`` archive: a saved sparse matrix, ``X``, or
-    the archive's only array."""
+    """Open the array of an ``.npz`` archive: a saved sparse matrix, ``X``, or
+    the archive's only array.
+
+    A dense array in C order is returned as an :class:`NpzMemberArray`, which
+    reads rows from the archive only when they are sliced. A sparse matrix or
+    an array in Fortran order is loaded whole.
+    """
     _check_zip_archive(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if _SPARSE_ARCHIVE_NAMES <= set(names):
-                # COO, CSC and the other formats become CSR, which slices rows.
-                return sp.load_npz(path).tocsr()
-            if "X" in names:
-                return archive["X"]
-            if len(names) == 1:
-                return archive[names[0]]
+        with zipfile.ZipFile(path) as archive:
+            members = {_array_name(member): member for member in archive.namelist()}
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}).") from error
+    if _SPARSE_ARCHIVE_NAMES <= members.keys():
+        return _load_sparse_npz(path)
+    if "X" in members:
+        return _open_npz_member(path, members["X"])
+    if len(members) == 1:
+        return _open_npz_member(path, next(iter(members.values())))
+    raise DataError(
+        f"{path}: the archive contains the arrays {list(members)}; store the data "
+        "under the name 'X' or as the only array."
+    )
+
+
+def _array_name(member):
+    """Return the name numpy.savez gave an array, from its member in the zip."""
+    return member.removesuffix(".npy")
+
+
+def _load_sparse_npz(path):
+    try:
+        # COO, CSC and the other formats become CSR, which slices rows.
+        return sp.load_npz(path).tocsr()
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
-    raise DataError(
-        f"{path}: the archive contains the arrays {names}; store the data under "
-        "the name 'X' or as the only array."
-    )
+
+
+def _open_npz_member(path, member):
+    """Return the array in ``member`` of the archive at ``path``.
+
+    Only the ``.npy`` header is read for an array in C order. Other arrays are
+    loaded whole, because their rows are not contiguous in the member.
+    """
+    archive = zipfile.ZipFile(path)
+    try:
+        file = archive.open(member)
+        header = _read_npy_header(file)
+        if header is not None:
+            shape, fortran_order, dtype = header
+            if not fortran_order:
+                return NpzMemberArray(archive, file, shape, dtype, f"{path}:{member}")
+        file.close()
+        with archive, archive.open(member) as whole:
+            return np.lib.format.read_array(whole, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        archive.close()
+        raise DataError(
+            f"{path}: the archive member {member!r} is not a readable .npy array "
+            f"({error})."
+        ) from error
+
+
+def _read_npy_header(file):
+    """Read the header of an ``.npy`` file object up to the first row.
+
+    Returns ``(shape, fortran_order, dtype)``, or None for format version 3.0
+    and later, which NumPy 2.4 has no public header reader for.
+    """
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(file)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(file)
+    return None
+
+
+class NpzMemberArray:
+    """A C-order array stored as an ``.npy`` member of an ``.npz`` archive.
+
+    Slicing rows reads only those rows from the archive, so reading the rows
+    in order decompresses a compressed member once. A slice that starts
+    before the last one read decompresses the member again from its start.
+
+    Parameters
+    ----------
+    archive : zipfile.ZipFile
+        The open archive, closed by :meth:`close`.
+    file : file object
+        The open member, positioned at the first byte of the array data.
+    shape : tuple of int
+        Shape of the array, from the ``.npy`` header.
+    dtype : numpy.dtype
+        Data type of the array, from the ``.npy`` header.
+    name : str
+        The archive path and member name, used in error messages.
+    """
+
+    def __init__(self, archive, file, shape, dtype, name):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+        self.dtype = dtype
+        self.name = name
+        self._archive = archive
+        self._file = file
+        self._data_offset = file.tell()
+
+    def __getitem__(self, rows):
+        """Read the rows of a slice with step 1 into a read-only array."""
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError(f"expected a row slice with step 1, got {rows}")
+        n_rows = max(stop - start, 0)
+        row_shape = self.shape[1:]
+        row_nbytes = math.prod(row_shape) * self.dtype.itemsize
+        try:
+            self._file.seek(self._data_offset + start * row_nbytes)
+            buffer = self._file.read(n_rows * row_nbytes)
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise DataError(
+                f"{self.name}: failed to read rows {start} to {stop - 1} "
+                f"({error}). Check the archive, or write it again."
+            ) from error
+        if len(buffer) != n_rows * row_nbytes:
+            raise DataError(
+                f"{self.name}: the member ends before row {stop - 1}, so the "
+                "archive is truncated. Write it again with numpy.savez."
+            )
+        return np.frombuffer(buffer, dtype=self.dtype).reshape((n_rows, *row_shape))
+
+    def close(self):
+        """Close the member and the archive."""
+        self._file.close()
+        self._archive.close()
 
 
 def _check_zip_archive(path):
@@ -120,12 +238,14 @@ def _check_zip_archive(path):
 
 
 class ArrayTable:
-    """A table held by a NumPy array, a memory-mapped ``.npy`` file or a CSR matrix.
+    """A table held by a NumPy array, a memory-mapped ``.npy`` file, an array
+    read by rows from an ``.npz`` archive, or a CSR matrix.
 
     Parameters
     ----------
-    data : ndarray, memmap or CSR matrix of shape (n_rows, n_features)
-        The table. Rows are copied into memory only when read.
+    data : ndarray, memmap, NpzMemberArray or CSR matrix
+        The table, of shape (n_rows, n_features). Rows are copied into memory
+        only when read.
     name : str
         Name of the source used in error messages, usually its path.
     """

@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+import zipfile
 
 import joblib
 import numpy as np
@@ -629,3 +630,82 @@ def test_npz_not_a_zip_archive(tmp_path, capsys, content):
     assert "numpy.savez or scipy.sparse.save_npz" in message
     assert "allow_pickle" not in message
     assert not (tmp_path / "m.joblib").exists()
+
+
+def save_npz_layout(path, X, layout):
+    """Save ``X`` at ``path`` with np.savez, compressed or in Fortran order."""
+    if layout == "compressed":
+        np.savez_compressed(path, X=X)
+    elif layout == "fortran":
+        np.savez(path, X=np.asfortranarray(X))
+    else:
+        np.savez(path, X=X)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["stored", "compressed", "fortran"])
+def test_npz_chunks_match_npy(tmp_path, digits, layout):
+    np.save(tmp_path / "data.npy", digits)
+    npy_table = open_table(tmp_path / "data.npy")
+    npz_table = open_table(save_npz_layout(tmp_path / "data.npz", digits, layout))
+    assert npz_table.n_rows == 300
+    assert npz_table.n_features == 64
+    # A second pass reads the archive member from its start again.
+    for _ in range(2):
+        npy_chunks = list(npy_table.iter_chunks(70))
+        npz_chunks = list(npz_table.iter_chunks(70))
+        assert len(npz_chunks) == len(npy_chunks) == 5
+        for npz_chunk, npy_chunk in zip(npz_chunks, npy_chunks, strict=True):
+            assert npz_chunk.dtype == np.float64
+            np.testing.assert_array_equal(npz_chunk, npy_chunk)
+    np.testing.assert_array_equal(npz_table.read(), digits)
+
+
+@pytest.mark.parametrize("layout", ["stored", "compressed"])
+def test_npz_table_slices_out_of_order(tmp_path, digits, layout):
+    table = open_table(save_npz_layout(tmp_path / "data.npz", digits, layout))
+    # Slices out of order make the reader seek back in the member.
+    for start, stop in [(200, 230), (10, 11), (0, 300), (299, 300)]:
+        np.testing.assert_array_equal(table.data[start:stop], digits[start:stop])
+
+
+def test_npz_member_shorter_than_header(tmp_path, digits, capsys):
+    path = tmp_path / "short.npz"
+    header = {"descr": "<f8", "fortran_order": False, "shape": (301, 64)}
+    with zipfile.ZipFile(path, "w") as archive, archive.open("X.npy", "w") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(digits.tobytes())
+    status = _cli.main(
+        ["fit", str(path), "--model", str(tmp_path / "m.joblib"), "--stream",
+         "--chunk-rows", "100", "--quiet", *SMALL_MODEL]
+    )  # fmt: skip
+    assert status == 1
+    message = capsys.readouterr().err
+    assert "short.npz:X.npy: the member ends before row 300" in message
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def test_npz_fortran_order_loaded_whole(tmp_path, digits):
+    table = open_table(save_npz_layout(tmp_path / "data.npz", digits, "fortran"))
+    assert isinstance(table.data, np.ndarray)
+    assert table.data.flags.f_contiguous
+    np.testing.assert_array_equal(table.data, digits)
+
+
+@pytest.mark.parametrize("layout", ["stored", "compressed", "fortran"])
+def test_streamed_npz_fit_matches_npy(tmp_path, digits, layout):
+    np.save(tmp_path / "data.npy", digits)
+    save_npz_layout(tmp_path / "data.npz", digits, layout)
+    models = []
+    for name in ["data.npy", "data.npz"]:
+        model_path = tmp_path / f"{name}.joblib"
+        status = _cli.main(
+            ["fit", str(tmp_path / name), "--model", str(model_path), "--stream",
+             "--chunk-rows", "70", "--quiet", *SMALL_MODEL]
+        )  # fmt: skip
+        assert status == 0, name
+        models.append(joblib.load(model_path))
+    npy_model, npz_model = models
+    assert len(npz_model.loss_curve_) == 3 * 5
+    np.testing.assert_array_equal(npz_model.loss_curve_, npy_model.loss_curve_)
+    np.testing.assert_array_equal(npz_model.components_, npy_model.components_)

@@ -131,3 +131,26 @@ def test_csv_stream_equals_memmap_stream(data_files):
     np.testing.assert_allclose(csv_model.components_, memmap_model.components_)
     np.testing.assert_allclose(csv_model.pre_bias_, memmap_model.pre_bias_)
     assert csv_model.score(X) == pytest.approx(memmap_model.score(X))
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["stored", "compressed"])
+def test_npz_stream_peak_memory_bounded(tmp_path, compressed):
+    X = shifted_digits()
+    save = np.savez_compressed if compressed else np.savez
+    save(tmp_path / "X.npz", X=X)
+    model = KSparseAutoencoder(64, k=8, batch_size=64, random_state=0)
+    model.partial_fit(X[:256])
+
+    # Opening the table is traced too, because a reader that loads the whole
+    # array does so when the table is opened.
+    tracemalloc.start()
+    try:
+        table = open_table(tmp_path / "X.npz")
+        stream_epochs(model, table, chunk_rows=256, n_epochs=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # Loading the archive's array whole would allocate X.nbytes (8.3 MB) at once.
+    assert peak < X.nbytes / 4
+    assert table.n_rows == X.shape[0]
