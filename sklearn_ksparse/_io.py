@@ -292,6 +292,13 @@ class ArrayTable:
 
 
 def _check_array_shape(data, name):
+    if data.dtype.names is not None:
+        raise DataError(
+            f"{name}: expected a plain numeric array, got the structured dtype "
+            f"{data.dtype}. Save a two-dimensional numeric array instead, for "
+            "example converted with "
+            "numpy.lib.recfunctions.structured_to_unstructured."
+        )
     if data.ndim != 2:
         raise DataError(
             f"{name}: expected a two-dimensional array (rows x features), got "

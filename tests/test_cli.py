@@ -709,3 +709,21 @@ def test_streamed_npz_fit_matches_npy(tmp_path, digits, layout):
     assert len(npz_model.loss_curve_) == 3 * 5
     np.testing.assert_array_equal(npz_model.loss_curve_, npy_model.loss_curve_)
     np.testing.assert_array_equal(npz_model.components_, npy_model.components_)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+@pytest.mark.parametrize("shape", [(5,), (5, 2)])
+def test_structured_array_rejected(tmp_path, capsys, suffix, shape):
+    X = np.zeros(shape, dtype=[("a", "f8"), ("b", "f8")])
+    path = tmp_path / f"records{suffix}"
+    if suffix == ".npy":
+        np.save(path, X)
+    else:
+        np.savez(path, X=X)
+    status = _cli.main(["fit", str(path), "--model", str(tmp_path / "m.joblib")])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert f"records{suffix}: expected a plain numeric array" in message
+    assert "got the structured dtype [('a', '<f8'), ('b', '<f8')]" in message
+    assert "numpy.lib.recfunctions.structured_to_unstructured" in message
+    assert len(message.splitlines()) == 1
