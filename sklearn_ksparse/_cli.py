@@ -68,6 +68,12 @@ def _positive_float(text):
     return value
 
 
+def _output_path(text):
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    return text
+
+
 def build_parser():
     """Build the argument parser with its ``fit`` and ``transform`` subcommands."""
     parser = argparse.ArgumentParser(
@@ -108,6 +114,7 @@ def _add_fit_parser(subparsers):
     parser.add_argument(
         "--model",
         required=True,
+        type=_output_path,
         metavar="PATH",
         help="file the fitted model is written to (joblib format); an existing "
         "file is replaced only when the fit succeeds",
@@ -213,6 +220,7 @@ def _add_transform_parser(subparsers):
     parser.add_argument(
         "--output",
         required=True,
+        type=_output_path,
         metavar="PATH",
         help="file the codes are written to (.npz); an existing file is "
         "replaced only when the transform succeeds",

@@ -765,6 +765,7 @@ def check_writable(path):
     Called before long work so that a run does not fail only at its end.
     """
     path = os.fspath(path)
+    _check_path_not_empty(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise DataError(f"{path}: the directory {directory} does not exist.")
@@ -774,6 +775,13 @@ def check_writable(path):
         raise DataError(f"{path}: is a directory, expected a file name.")
 
 
+def _check_path_not_empty(path):
+    # os.path.abspath("") is the working directory, so an empty path would
+    # put the temporary file in its parent.
+    if not path:
+        raise DataError("the output path is empty; pass a file name.")
+
+
 @contextmanager
 def atomic_output(path):
     """Open a temporary file next to ``path`` and move it onto ``path`` on success.
@@ -781,13 +789,23 @@ def atomic_output(path):
     The body writes to the yielded binary file object. If the body raises, the
     temporary file is removed and any existing file at ``path`` is left as it
     was. The move uses :func:`os.replace`, which is atomic within one file system.
+
+    Raises
+    ------
+    DataError
+        If ``path`` is empty, or if creating, writing or moving the file
+        raises :class:`OSError`, including an OSError raised by the body.
     """
     path = os.fspath(path)
+    _check_path_not_empty(path)
     directory = os.path.dirname(os.path.abspath(path))
     prefix = f".{os.path.basename(path)}."
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=prefix, suffix=".tmp"
-    )
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=directory, prefix=prefix, suffix=".tmp"
+        )
+    except OSError as error:
+        raise _write_error(path, error) from error
     try:
         # mkstemp creates the file readable by its owner only; give it the
         # permissions a plain open() would.
@@ -797,10 +815,25 @@ def atomic_output(path):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        _remove_if_exists(temporary)
+        raise _write_error(path, error) from error
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        _remove_if_exists(temporary)
         raise
+
+
+def _write_error(path, error):
+    reason = error.strerror or str(error)
+    return DataError(
+        f"{path}: failed to write the file ({reason}). Check that its directory "
+        "is writable and has free space, or pass another path."
+    )
+
+
+def _remove_if_exists(path):
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def _current_umask():

@@ -1,9 +1,11 @@
 """Tests of ``python -m sklearn_ksparse``, run as a subprocess on files in tmp_path."""
 
+import errno
 import io
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import joblib
@@ -13,7 +15,7 @@ import scipy.sparse as sp
 from sklearn.datasets import load_digits
 
 from sklearn_ksparse import KSparseAutoencoder, _cli
-from sklearn_ksparse._io import atomic_output, open_table
+from sklearn_ksparse._io import DataError, atomic_output, check_writable, open_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -727,3 +729,71 @@ def test_structured_array_rejected(tmp_path, capsys, suffix, shape):
     assert "got the structured dtype [('a', '<f8'), ('b', '<f8')]" in message
     assert "numpy.lib.recfunctions.structured_to_unstructured" in message
     assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["fit", "transform"])
+def test_empty_output_path_rejected(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    np.save("data.npy", np.ones((30, 4)))
+    if command == "fit":
+        arguments = ["fit", "data.npy", "--model", ""]
+    else:
+        arguments = ["transform", "data.npy", "--model", "m.joblib", "--output", ""]
+    # The parent is where a temporary file for an empty path would go.
+    parent_before = sorted(os.listdir(tmp_path.parent))
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(arguments)
+    assert exit_info.value.code == 2
+    option = "--model" if command == "fit" else "--output"
+    message = f"argument {option}: expected a file path, got an empty string"
+    assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["data.npy"]
+    assert sorted(os.listdir(tmp_path.parent)) == parent_before
+
+
+def test_atomic_output_rejects_empty_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="the output path is empty"):
+        with atomic_output(""):
+            pass
+    with pytest.raises(DataError, match="the output path is empty"):
+        check_writable("")
+
+
+def test_atomic_output_reports_os_errors(tmp_path):
+    with pytest.raises(DataError) as missing:
+        with atomic_output(tmp_path / "absent" / "codes.npz"):
+            pass
+    assert f"{tmp_path / 'absent' / 'codes.npz'}: failed to write" in str(missing.value)
+    assert "No such file or directory" in str(missing.value)
+
+    directory = tmp_path / "taken"
+    (directory / "inside").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"taken: failed to write the file \("):
+        with atomic_output(directory) as file:
+            file.write(b"codes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+    target = tmp_path / "taken" / "codes.npz"
+    target.write_bytes(b"good")
+    with pytest.raises(DataError, match="No space left on device"):
+        with atomic_output(target):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert target.read_bytes() == b"good"
+    assert sorted(p.name for p in directory.iterdir()) == ["codes.npz", "inside"]
+
+
+def test_fit_write_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    def fail_to_create(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(tempfile, "mkstemp", fail_to_create)
+    model_path = tmp_path / "m.joblib"
+    status = _cli.main(
+        ["fit", "--model", str(model_path), "--quiet", *SMALL_MODEL]
+    )  # fmt: skip
+    message = capsys.readouterr().err
+    assert status == 1
+    assert f"{model_path}: failed to write the file (Permission denied)" in message
+    assert len(message.splitlines()) == 1
+    assert not model_path.exists()
