@@ -68,6 +68,22 @@ def _positive_float(text):
     return value
 
 
+# The seeds that numpy.random.RandomState accepts.
+_MAX_SEED = 2**32 - 1
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 0 to {_MAX_SEED}, got {value}"
+        )
+    return value
+
+
 def _output_path(text):
     if not text:
         raise argparse.ArgumentTypeError("expected a file path, got an empty string")
@@ -189,10 +205,11 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--random-state",
-        type=int,
+        type=_seed,
         default=0,
         metavar="SEED",
-        help="seed of the initialisation and the shuffling (default: 0)",
+        help="seed of the initialisation and the shuffling, an integer from 0 "
+        "to 2**32 - 1 (default: 0)",
     )
 
 

@@ -797,3 +797,25 @@ def test_fit_write_failure_is_one_line(tmp_path, capsys, monkeypatch):
     assert f"{model_path}: failed to write the file (Permission denied)" in message
     assert len(message.splitlines()) == 1
     assert not model_path.exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5"])
+def test_random_state_checked_by_parser(tmp_path, capsys, seed):
+    model_path = str(tmp_path / "m.joblib")
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["fit", "--model", model_path, "--random-state", seed])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "argument --random-state: " in message
+    if seed == "1.5":
+        assert "invalid integer: '1.5'" in message
+    else:
+        assert f"must be an integer from 0 to 4294967295, got {seed}" in message
+
+
+def test_random_state_accepts_largest_seed():
+    parser = _cli.build_parser()
+    args = parser.parse_args(["fit", "--model", "m.joblib", "--random-state", "0"])
+    assert args.random_state == 0
+    largest = ["fit", "--model", "m.joblib", "--random-state", "4294967295"]
+    assert parser.parse_args(largest).random_state == 2**32 - 1
