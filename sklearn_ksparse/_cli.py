@@ -457,12 +457,19 @@ def _print_fit_summary(model, table, args, mode, epochs_and_loss, seconds):
     n_rows = table.estimated_rows()
     print(
         f"Fitted KSparseAutoencoder(n_components={model.n_components}, "
-        f"k={model.k}) on {n_rows} rows x {table.n_features} columns of "
+        f"{_format_k(model)}) on {n_rows} rows x {table.n_features} columns of "
         f"{table.name} ({mode}): {n_epochs} epoch{'s' if n_epochs != 1 else ''} "
         f"in {_format_seconds(seconds)}, "
         f"final training loss {final_loss:.6g}, "
         f"{model.n_dead_components_} dead units. Saved to {args.model}."
     )
+
+
+def _format_k(model):
+    """Return ``k=K`` for the summary, with the k used when it was clamped."""
+    if model.k > model.n_components:
+        return f"k={model.k} reduced to {model.n_components}"
+    return f"k={model.k}"
 
 
 # ----------------------------------------------------------------------

@@ -819,3 +819,17 @@ def test_random_state_accepts_largest_seed():
     assert args.random_state == 0
     largest = ["fit", "--model", "m.joblib", "--random-state", "4294967295"]
     assert parser.parse_args(largest).random_state == 2**32 - 1
+
+
+@pytest.mark.parametrize("k, expected", [("50", "k=50 reduced to 8"), ("8", "k=8")])
+def test_fit_summary_shows_k_used(tmp_path, digits, capsys, k, expected):
+    np.save(tmp_path / "data.npy", digits)
+    status = _cli.main(
+        ["fit", str(tmp_path / "data.npy"), "--model", str(tmp_path / "m.joblib"),
+         "--n-components", "8", "--k", k, "--epochs", "1", "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    output, error = capsys.readouterr()
+    assert f"Fitted KSparseAutoencoder(n_components=8, {expected}) on " in output
+    if k == "50":
+        assert "k=50 is larger than n_components=8; using k=8" in error
