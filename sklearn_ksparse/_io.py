@@ -507,18 +507,23 @@ _NUMBER_PATTERN = re.compile(
 )
 
 
+# The whitespace that pandas 3.1.1 allows around a number, the C locale's
+# isspace() set. A field of only these characters is text to pandas.
+_NUMBER_PADDING = " \t\n\r\v\f"
+
+
 def _parse_number(field):
     """Return the float value of a CSV field, NaN for missing-value text.
 
     Raises ValueError for text that ``_NUMBER_PATTERN`` rejects, as pandas
-    does.
+    does, including a field of only whitespace, which only quotes or a tab
+    can produce because both readers skip the spaces after a delimiter.
     """
-    # pandas matches the missing-value text before it strips trailing spaces.
+    # pandas matches the missing-value text, "" included, before it strips
+    # the padding.
     if field in _MISSING_VALUE_TEXT:
         return math.nan
-    text = field.strip(" \t")
-    if not text:
-        return math.nan
+    text = field.strip(_NUMBER_PADDING)
     if not _NUMBER_PATTERN.fullmatch(text):
         raise ValueError(f"not a number: {field!r}")
     return float(text)
@@ -561,23 +566,24 @@ def _starts_with_bom(path):
 def _parse_with_pandas(table, chunk_rows):
     import pandas as pd
 
-    reader = pd.read_csv(
-        table.name,
-        sep=table.delimiter,
-        header=0 if table.has_header else None,
-        # Without this, pandas turns extra leading fields into the row index
-        # when the header is shorter than the rows, and drops them silently.
-        index_col=False,
-        # A byte order mark would otherwise make the first field non-numeric.
-        # The default codec is kept for other files, because pandas traces
-        # more memory per chunk with an explicit "utf-8-sig".
-        encoding="utf-8-sig" if _starts_with_bom(table.name) else None,
-        chunksize=chunk_rows,
-        skipinitialspace=True,
-        low_memory=False,
-    )
     first_row = 0
     try:
+        # The reader parses the header, so it is made inside the try block.
+        reader = pd.read_csv(
+            table.name,
+            sep=table.delimiter,
+            header=0 if table.has_header else None,
+            # Without this, pandas turns extra leading fields into the row
+            # index when the header is shorter than the rows, and drops them.
+            index_col=False,
+            # A byte order mark would otherwise make the first field
+            # non-numeric. The default codec is kept for other files, because
+            # pandas traces more memory per chunk with an explicit "utf-8-sig".
+            encoding="utf-8-sig" if _starts_with_bom(table.name) else None,
+            chunksize=chunk_rows,
+            skipinitialspace=True,
+            low_memory=False,
+        )
         with reader:
             while (frame := _next_frame(reader)) is not None:
                 yield _frame_to_array(table, frame, first_row)
@@ -591,6 +597,7 @@ def _parse_with_pandas(table, chunk_rows):
         if isinstance(error, pd.errors.ParserError) and "fields in line" in str(error):
             yield from _parse_rest_after_width_error(table, chunk_rows, first_row)
             return
+        _raise_unclosed_quote(table)
         raise DataError(f"{table.name}: invalid CSV ({str(error).strip()}).") from error
 
 
@@ -632,11 +639,11 @@ def _raise_wrong_width(table):
 
 
 def _raise_short_line(table, first_row, n_rows):
-    """Raise the width error for the first narrow line among the given rows.
+    """Raise the width error for the first line of the wrong width among the
+    data rows ``first_row`` to ``first_row + n_rows``.
 
-    pandas fills a line with fewer fields than the header with missing
-    values. Checking the widths before the values gives such a line the
-    message of the standard-library parser, which rejects it as it reads it.
+    The standard-library parser rejects such a line as it reads it, so this
+    gives the pandas reader the same message.
     """
     for row, (line, fields) in enumerate(table.data_lines()):
         if row >= first_row + n_rows:
@@ -644,6 +651,32 @@ def _raise_short_line(table, first_row, n_rows):
         fields = _drop_trailing_empty_field(fields, table.n_features)
         if row >= first_row and len(fields) != table.n_features:
             raise _width_error(table, len(fields), f"on line {line}")
+
+
+def _raise_unclosed_quote(table):
+    """Raise a DataError if a quoted field runs on to the end of the file.
+
+    Without the closing quote, pandas reports the end of the file, and the
+    standard-library parser reads the rest of the file as one field.
+    """
+    with open(table.name, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(
+            file, delimiter=table.delimiter, skipinitialspace=True, strict=True
+        )
+        start_line = 1
+        try:
+            for _ in reader:
+                start_line = reader.line_num + 1
+        except csv.Error as error:
+            # Strict parsing raises other errors too, such as text after a
+            # closing quote, which the caller's message covers.
+            if "unexpected end of data" not in str(error):
+                return
+            raise DataError(
+                f"{table.name}: a quoted field in the row that starts on line "
+                f"{start_line} has no closing quote. Close the quote, or remove "
+                "the stray quote character."
+            ) from None
 
 
 def _width_error(table, n_fields, where):
@@ -670,6 +703,10 @@ def _frame_to_array(table, frame, first_row):
     if frame.shape[1] != table.n_features:
         where = f"near line {table.line_number(first_row)}"
         raise _width_error(table, frame.shape[1], where)
+    if frame.isna().to_numpy().any():
+        # pandas fills a line with fewer fields than the header with missing
+        # values, so a narrow line is found before the values are checked.
+        _raise_short_line(table, first_row, frame.shape[0])
     for column in range(frame.shape[1]):
         values = frame.iloc[:, column]
         if pd.api.types.is_bool_dtype(values):
@@ -701,7 +738,6 @@ def _check_finite_csv(table, array, first_row):
     finite = np.isfinite(array)
     if finite.all():
         return
-    _raise_short_line(table, first_row, array.shape[0])
     row, column = np.argwhere(~finite)[0]
     value = array[row, column]
     what = "missing or NaN" if np.isnan(value) else f"{value}"
@@ -739,12 +775,15 @@ def _parse_with_csv_module(table, chunk_rows, first_row=0):
 def _parse_fields(table, fields, row):
     fields = _drop_trailing_empty_field(fields, table.n_features)
     if len(fields) != table.n_features:
+        # A quote without its closing quote swallows the rest of the file.
+        _raise_unclosed_quote(table)
         raise _width_error(table, len(fields), f"on line {table.line_number(row)}")
     values = []
     for column, field in enumerate(fields):
         try:
             values.append(_parse_number(field))
         except ValueError:
+            _raise_unclosed_quote(table)
             raise DataError(
                 f"{table.name}: {table.column_label(column)} is not numeric; line "
                 f"{table.line_number(row)} contains {field!r}. Drop or encode "

@@ -339,6 +339,8 @@ def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
         ("a,b,\n1,2,\n3,4,\n", [[1, 2], [3, 4]]),
         ("a;b;\n1;2\n3;4;\n", [[1, 2], [3, 4]]),
         ("1,2,\n3,4,\n", [[1, 2], [3, 4]]),
+        ('a,b\n"1\n",2\n"\n3",4\n', [[1, 2], [3, 4]]),
+        ('a,b\n" 1 ",\t2\x0b\n3,4\n', [[1, 2], [3, 4]]),
     ],
     ids=[
         "later-trailing-comma",
@@ -348,6 +350,8 @@ def test_csv_readers_agree_on_odd_files(tmp_path, csv_reader):
         "header-trailing-comma",
         "header-trailing-semicolon",
         "headerless-trailing-comma",
+        "quoted-line-breaks-around-number",
+        "whitespace-around-number",
     ],
 )
 @pytest.mark.parametrize("chunk_rows", [1, 100])
@@ -377,6 +381,11 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         ("a,b,c,\n1,2,3,\n4,5,6,7\n", "found 4 on line 3"),
         ("a,b,c\n1,2,3\n4,5\n", "expected 3 fields per line, found 2 on line 3"),
         ("a,b,c\n1,,3\n4,5\n", "found 2 on line 3"),
+        ("a,b,c\n1;2;3\n4,5,6\n", "found 1 on line 2"),
+        ('a,b,c\n"1,2,3\n4,5,6\n', "row that starts on line 2 has no closing quote"),
+        ('a,b,c\n1,2,3\n4,"5,6\n7,8,9\n', "starts on line 3 has no closing quote"),
+        ('a,b,c\n1,2,3\n4," ",6\n', "line 3 contains ' '"),
+        ("a,b,c\n1,2,3\n4,\t,6\n", r"line 3 contains '\t'"),
     ],
     ids=[
         "underscore",
@@ -392,6 +401,11 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         "wide-after-trailing-header",
         "narrow-line",
         "missing-before-narrow-line",
+        "other-delimiter",
+        "unclosed-quote-first-row",
+        "unclosed-quote-later-row",
+        "quoted-space",
+        "tab-field",
     ],
 )
 def test_csv_readers_give_same_message(
