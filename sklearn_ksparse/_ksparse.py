@@ -1,5 +1,6 @@
 """The K-sparse autoencoder estimator."""
 
+import math
 import time
 import warnings
 from collections import deque
@@ -1410,24 +1411,59 @@ def _explained_variance(X, encoder, k, least_squares=False):
     X counts as constant when ``||X - mean(X)||^2`` is no larger than the
     rounding error of the float64 mean, at most ``(n_samples * eps)^2 *
     ||X||^2``. Dividing by that rounding error would turn a tiny residual into
-    a score of -1e20. Returns NaN when a sum of squares overflows float64.
+    a score of -1e20. The sums are scaled, so data near the float64 limits
+    neither underflows nor overflows. Returns NaN when X_hat is not finite.
     """
     mean = _column_mean(X)
-    residual_sum = 0.0
-    total_sum = 0.0
-    squares_sum = 0.0
+    residual = _ScaledSumOfSquares()
+    total = _ScaledSumOfSquares()
+    squares = _ScaledSumOfSquares()
     for rows in encoder.chunks(X.shape[0], sparse_input=sp.issparse(X)):
         batch = dense_rows(X, rows, encoder.components.dtype)
         reconstruction = encoder.reconstruct_chunk(batch, k, least_squares)
-        residual_sum += float(np.sum((batch - reconstruction) ** 2, dtype=np.float64))
-        total_sum += float(np.sum((batch - mean) ** 2, dtype=np.float64))
-        squares_sum += float(np.sum(np.square(batch, dtype=np.float64)))
-    if not np.isfinite([residual_sum, total_sum, squares_sum]).all():
+        residual.add(batch - reconstruction)
+        total.add(batch - mean)
+        squares.add(batch)
+    if not (residual.is_finite and total.is_finite and squares.is_finite):
         return np.nan
-    rounding_floor = (X.shape[0] * np.finfo(np.float64).eps) ** 2 * squares_sum
-    if total_sum <= rounding_floor:
-        return 1.0 if residual_sum == 0 else 0.0
-    return 1.0 - residual_sum / total_sum
+    rounding_floor = (X.shape[0] * np.finfo(np.float64).eps) ** 2
+    if total.ssq == 0 or total.ratio(squares) <= rounding_floor:
+        return 1.0 if residual.ssq == 0 else 0.0
+    return 1.0 - residual.ratio(total)
+
+
+class _ScaledSumOfSquares:
+    """Sum of squares stored as ``scale**2 * ssq``, as LAPACK's ``dnrm2`` does.
+
+    In float64, squares of values below about 1e-154 lose precision and then
+    underflow to zero, and squares above about 1e154 overflow. Dividing by the
+    largest magnitude seen so far keeps every square in range.
+    """
+
+    def __init__(self):
+        self.scale = 0.0
+        self.ssq = 0.0
+        self.is_finite = True
+
+    def add(self, values):
+        """Add the squares of the entries of ``values``."""
+        largest = float(np.max(np.abs(values), initial=0.0))
+        if not math.isfinite(largest):
+            self.is_finite = False
+            return
+        if largest == 0:
+            return
+        if largest > self.scale:
+            shrink = self.scale / largest
+            self.ssq *= shrink * shrink
+            self.scale = largest
+        scaled = values / np.float64(self.scale)
+        self.ssq += float(np.sum(np.square(scaled)))
+
+    def ratio(self, other):
+        """Return this sum divided by ``other``, which must be nonzero."""
+        scale_ratio = self.scale / other.scale
+        return scale_ratio * scale_ratio * (self.ssq / other.ssq)
 
 
 class _FitHistory:
