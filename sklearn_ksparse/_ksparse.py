@@ -533,25 +533,25 @@ class KSparseAutoencoder(
 
     def _validate_params(self):
         """Check the parameters against ``_parameter_constraints``, and reject
-        booleans where an integer is expected.
+        booleans where a number is expected.
 
-        scikit-learn's ``Interval(Integral, ...)`` accepts True and False,
-        because bool subclasses int, and ``n_components=True`` then fails deep
-        inside NumPy while ``k=True`` silently means 1.
+        scikit-learn's ``Interval(Integral, ...)`` and ``Interval(Real, ...)``
+        accept True and False, because bool subclasses int, and
+        ``n_components=True`` then fails deep inside NumPy while ``k=True``
+        silently means 1. NumPy booleans are checked first, because the
+        constraints reject them with a message that does not say why.
         """
-        super()._validate_params()
         for name, constraints in self._parameter_constraints.items():
             value = getattr(self, name)
-            takes_integers = any(
-                isinstance(constraint, Interval) and constraint.type is Integral
-                for constraint in constraints
-            )
-            if takes_integers and isinstance(value, (bool, np.bool_)):
+            number_type = _interval_type(constraints)
+            if number_type is not None and isinstance(value, (bool, np.bool_)):
+                kind = "an int" if number_type is Integral else "a number"
                 raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an "
-                    f"int, not the bool {value!r}. Pass {name}={int(value)} if "
+                    f"The {name!r} parameter of {type(self).__name__} must be "
+                    f"{kind}, not the bool {value!r}. Pass {name}={int(value)} if "
                     "that is what you mean."
                 )
+        super()._validate_params()
 
     # ------------------------------------------------------------------
     # Effective values derived from the parameters
@@ -1403,6 +1403,14 @@ def _column_mean(X):
         sums = np.bincount(X.indices, weights=X.data, minlength=X.shape[1])
         return sums / X.shape[0]
     return X.mean(axis=0, dtype=np.float64)
+
+
+def _interval_type(constraints):
+    """Return Integral or Real if a constraint is an interval of that type."""
+    for constraint in constraints:
+        if isinstance(constraint, Interval):
+            return constraint.type
+    return None
 
 
 def _explained_variance(X, encoder, k, least_squares=False):

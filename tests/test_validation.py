@@ -2,6 +2,7 @@
 
 import tracemalloc
 import warnings
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -858,6 +859,40 @@ def test_bool_for_integer_parameter_raises(method, name):
     assert f"Pass {name}=1" in message
     for key, value in fitted.items():
         assert np.array_equal(getattr(model, key), value), key
+
+
+REAL_PARAMETERS = [
+    "learning_rate_init", "tol", "momentum", "beta_1", "beta_2", "epsilon",
+    "validation_fraction", "k_schedule_fraction", "auxk_coef",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", REAL_PARAMETERS)
+def test_bool_for_real_parameter_raises(name):
+    model = make_model(**{name: True})
+    with pytest.raises(InvalidParameterError) as excinfo:
+        model.fit(make_data())
+    message = str(excinfo.value)
+    assert f"'{name}' parameter" in message
+    assert "must be a number, not the bool True" in message
+    assert not hasattr(model, "components_")
+
+
+@pytest.mark.parametrize("name", ["k", "learning_rate_init"])
+def test_numpy_bool_parameter_raises(name):
+    model = make_model(**{name: np.True_})
+    with pytest.raises(InvalidParameterError, match="not the bool np.True_"):
+        model.fit(make_data())
+
+
+def test_real_parameters_are_listed():
+    # Every interval of reals among the constraints has a case above.
+    reals = [
+        name
+        for name, constraints in KSparseAutoencoder._parameter_constraints.items()
+        if any(getattr(c, "type", None) is Real for c in constraints)
+    ]
+    assert sorted(reals) == sorted(REAL_PARAMETERS)
 
 
 @pytest.mark.parametrize("integer_type", [np.uint8, np.int16])
