@@ -359,7 +359,7 @@ class CsvTable:
         # a quoted header field with a line break in one piece.
         first = next(csv.reader(sample, delimiter=self.delimiter), None)
         if not first or not any(field.strip() for field in first):
-            raise DataError(f"{path}: the file is empty or its first line is blank.")
+            raise DataError(_blank_first_line_message(path, first))
         self.has_header = not all(_is_number(field) for field in first)
         # Spreadsheet exports often end every line, the header included, with
         # a delimiter. The empty last field of the first line then counts as
@@ -450,6 +450,16 @@ class CsvTable:
         if self.column_names is not None:
             return f"column {column + 1} ({self.column_names[column]!r})"
         return f"column {column + 1}"
+
+
+def _blank_first_line_message(path, fields):
+    """Return the message for a first line without any column name or value."""
+    if fields and len(fields) > 1:
+        return (
+            f"{path}: the first line contains only delimiters. Put the column "
+            "names, or the first row of values, on the first line."
+        )
+    return f"{path}: the file is empty or its first line is blank."
 
 
 def _read_sample(path):

@@ -386,6 +386,9 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         ('a,b,c\n1,2,3\n4,"5,6\n7,8,9\n', "starts on line 3 has no closing quote"),
         ('a,b,c\n1,2,3\n4," ",6\n', "line 3 contains ' '"),
         ("a,b,c\n1,2,3\n4,\t,6\n", r"line 3 contains '\t'"),
+        (",,\n1,2,3\n", "the first line contains only delimiters"),
+        ("", "the file is empty or its first line is blank"),
+        ("  \n1,2,3\n", "the file is empty or its first line is blank"),
     ],
     ids=[
         "underscore",
@@ -406,6 +409,9 @@ def test_csv_readers_read_same_values(tmp_path, csv_reader, text, expected, chun
         "unclosed-quote-later-row",
         "quoted-space",
         "tab-field",
+        "delimiters-only-first-line",
+        "empty-file",
+        "blank-first-line",
     ],
 )
 def test_csv_readers_give_same_message(
