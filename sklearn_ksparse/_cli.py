@@ -458,11 +458,16 @@ def _print_fit_summary(model, table, args, mode, epochs_and_loss, seconds):
     print(
         f"Fitted KSparseAutoencoder(n_components={model.n_components}, "
         f"{_format_k(model)}) on {n_rows} rows x {table.n_features} columns of "
-        f"{table.name} ({mode}): {n_epochs} epoch{'s' if n_epochs != 1 else ''} "
+        f"{table.name} ({mode}): {_count(n_epochs, 'epoch')} "
         f"in {_format_seconds(seconds)}, "
         f"final training loss {final_loss:.6g}, "
-        f"{model.n_dead_components_} dead units. Saved to {args.model}."
+        f"{_count(model.n_dead_components_, 'dead unit')}. Saved to {args.model}."
     )
+
+
+def _count(number, noun):
+    """Return ``number`` and ``noun``, with the plural s unless number is 1."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _format_k(model):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 
 import joblib
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_ksparse import KSparseAutoencoder, _cli
 from sklearn_ksparse._io import DataError, atomic_output, check_writable, open_table
@@ -178,6 +180,22 @@ def test_one_epoch_summary_is_singular(tmp_path, digits, capsys):
     )  # fmt: skip
     assert status == 0
     assert ": 1 epoch in " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n_dead, text", [(0, "0 dead units"), (1, "1 dead unit.")])
+def test_dead_unit_count_in_summary(tmp_path, digits, capsys, n_dead, text):
+    np.save(tmp_path / "d.npy", digits)
+    table = open_table(str(tmp_path / "d.npy"))
+    model = KSparseAutoencoder(8, k=2, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(digits)
+    model.n_dead_components_ = n_dead
+    args = _cli.build_parser().parse_args(
+        ["fit", str(tmp_path / "d.npy"), "--model", str(tmp_path / "m.joblib")]
+    )
+    _cli._print_fit_summary(model, table, args, "in memory", (2, 0.5), 1.0)
+    assert text in capsys.readouterr().out
 
 
 def test_unfitted_model_file_names_fix(tmp_path, digits, capsys):
