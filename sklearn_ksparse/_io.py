@@ -121,11 +121,35 @@ def _array_name(member):
 
 
 def _load_sparse_npz(path):
+    """Load the sparse matrix saved in the archive at ``path`` as CSR."""
     try:
-        # COO, CSC and the other formats become CSR, which slices rows.
-        return sp.load_npz(path).tocsr()
+        matrix = sp.load_npz(path)
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
+    # load_npz does not check the indices, and scipy's compiled routines read
+    # and write out of bounds when an index is out of range, so a damaged
+    # archive crashes the process unless it is checked before any conversion.
+    _check_sparse_structure(matrix, path)
+    # COO, CSC and the other formats become CSR, which slices rows.
+    return matrix.tocsr()
+
+
+def _check_sparse_structure(matrix, path):
+    """Raise DataError unless the indices of ``matrix`` are consistent.
+
+    Checks the index arrays of CSR, CSC and BSR matrices. The COO constructor
+    checks its own indices, and the conversion of a DIA matrix to CSR skips
+    diagonals outside the matrix.
+    """
+    if not hasattr(matrix, "check_format"):
+        return
+    try:
+        matrix.check_format(full_check=True)
+    except ValueError as error:
+        raise DataError(
+            f"{path}: the sparse matrix is corrupt, because its index arrays are "
+            f"inconsistent ({error}). Write it again with scipy.sparse.save_npz."
+        ) from error
 
 
 def _open_npz_member(path, member):

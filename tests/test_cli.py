@@ -732,6 +732,51 @@ def test_npz_fortran_order_loaded_whole(tmp_path, digits):
     np.testing.assert_array_equal(table.data, digits)
 
 
+def save_sparse_arrays(path, sparse_format, shape, **arrays):
+    """Write the arrays of a sparse archive as scipy.sparse.save_npz names them."""
+    np.savez(path, format=np.array(sparse_format), shape=np.array(shape), **arrays)
+    return path
+
+
+# Each case is valid but for one index array. Out-of-range indices made scipy's
+# compiled routines write out of bounds and crash the process.
+_CORRUPT_SPARSE_CASES = {
+    "csr-column-out-of-range": dict(
+        sparse_format="csr", shape=(2000, 5), data=np.ones(2000),
+        indices=np.full(2000, 10**6), indptr=np.arange(2001),
+        expected="indices must be < 5",
+    ),
+    "csr-decreasing-indptr": dict(
+        sparse_format="csr", shape=(3, 5), data=np.ones(2),
+        indices=np.array([0, 1]), indptr=np.array([0, 2, 1, 2]),
+        expected="indptr must be a non-decreasing sequence",
+    ),
+    "csc-row-out-of-range": dict(
+        sparse_format="csc", shape=(5, 2000), data=np.ones(2000),
+        indices=np.full(2000, 10**6), indptr=np.arange(2001),
+        expected="indices must be < 5",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_CORRUPT_SPARSE_CASES))
+def test_corrupt_sparse_archive_rejected(tmp_path, case):
+    arrays = dict(_CORRUPT_SPARSE_CASES[case])
+    expected = arrays.pop("expected")
+    save_sparse_arrays(tmp_path / "corrupt.npz", **arrays)
+    # A subprocess, because without the check the process crashes.
+    result = run_cli(
+        "fit", "corrupt.npz", "--model", "m.joblib", "--quiet", "--epochs", "1",
+        "--n-components", "4", "--k", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "corrupt.npz: the sparse matrix is corrupt" in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m.joblib").exists()
+
+
 @pytest.mark.parametrize("layout", ["stored", "compressed", "fortran"])
 def test_streamed_npz_fit_matches_npy(tmp_path, digits, layout):
     np.save(tmp_path / "data.npy", digits)
