@@ -104,7 +104,7 @@ def _load_npz(path):
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
     if _SPARSE_ARCHIVE_NAMES <= members.keys():
-        return _load_sparse_npz(path)
+        return _load_sparse_npz(path, members.keys())
     if "X" in members:
         return _open_npz_member(path, members["X"])
     if len(members) == 1:
@@ -120,11 +120,17 @@ def _array_name(member):
     return member.removesuffix(".npy")
 
 
-def _load_sparse_npz(path):
-    """Load the sparse matrix saved in the archive at ``path`` as CSR."""
+def _load_sparse_npz(path, names):
+    """Load the sparse matrix saved in the archive at ``path`` as CSR.
+
+    ``names`` are the array names in the archive.
+    """
     try:
         matrix = sp.load_npz(path)
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
+    except KeyError as error:
+        raise DataError(_missing_sparse_array_message(path, names, error)) from error
+    except (ValueError, OSError, zipfile.BadZipFile, NotImplementedError) as error:
+        # load_npz raises NotImplementedError for formats such as "lil".
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
     # load_npz does not check the indices, and scipy's compiled routines read
     # and write out of bounds when an index is out of range, so a damaged
@@ -132,6 +138,41 @@ def _load_sparse_npz(path):
     _check_sparse_structure(matrix, path)
     # COO, CSC and the other formats become CSR, which slices rows.
     return matrix.tocsr()
+
+
+# The arrays besides "format", "shape" and "data" that scipy.sparse.load_npz
+# reads for each sparse format. A COO matrix may store "coords" in place of
+# "row" and "col".
+_SPARSE_FORMAT_ARRAYS = {
+    "csr": ("indices", "indptr"),
+    "csc": ("indices", "indptr"),
+    "bsr": ("indices", "indptr"),
+    "dia": ("offsets",),
+    "coo": ("row", "col"),
+}
+
+
+def _missing_sparse_array_message(path, names, error):
+    """Return the message for a sparse archive without an array it needs.
+
+    ``error`` is the KeyError from load_npz, whose text is used when the
+    missing arrays cannot be named from ``_SPARSE_FORMAT_ARRAYS``.
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        sparse_format = archive["format"].item()
+    if isinstance(sparse_format, bytes):
+        sparse_format = sparse_format.decode("ascii", errors="replace")
+    expected = _SPARSE_FORMAT_ARRAYS.get(sparse_format, ())
+    missing = [name for name in expected if name not in names]
+    if missing:
+        noun = "array" if len(missing) == 1 else "arrays"
+        what = f"the {noun} {' and '.join(map(repr, missing))}"
+    else:
+        what = f"an array ({error.args[0] if error.args else error})"
+    return (
+        f"{path}: the sparse {sparse_format} archive is missing {what}. Write "
+        "the matrix again with scipy.sparse.save_npz."
+    )
 
 
 def _check_sparse_structure(matrix, path):

@@ -777,6 +777,36 @@ def test_corrupt_sparse_archive_rejected(tmp_path, case):
     assert not (tmp_path / "m.joblib").exists()
 
 
+@pytest.mark.parametrize(
+    "sparse_format, arrays, missing",
+    [
+        ("csr", {"indptr": np.array([0, 1, 2, 2])}, "the array 'indices'"),
+        ("csc", {}, "the arrays 'indices' and 'indptr'"),
+        ("coo", {"row": np.array([0, 1])}, "the array 'col'"),
+        ("dia", {}, "the array 'offsets'"),
+    ],
+)
+def test_sparse_archive_missing_array(tmp_path, sparse_format, arrays, missing):
+    path = save_sparse_arrays(
+        tmp_path / "partial.npz", sparse_format, (3, 2), data=np.ones(2), **arrays
+    )
+    with pytest.raises(DataError) as error:
+        open_table(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: the sparse {sparse_format} archive is ")
+    assert f"is missing {missing}." in message
+    assert "scipy.sparse.save_npz" in message
+
+
+def test_sparse_archive_unsupported_format(tmp_path):
+    path = save_sparse_arrays(tmp_path / "lil.npz", "lil", (3, 2), data=np.ones(2))
+    with pytest.raises(DataError) as error:
+        open_table(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: not a readable .npz file (")
+    assert "format lil" in message
+
+
 @pytest.mark.parametrize("layout", ["stored", "compressed", "fortran"])
 def test_streamed_npz_fit_matches_npy(tmp_path, digits, layout):
     np.save(tmp_path / "data.npy", digits)
