@@ -101,6 +101,8 @@ def _load_npz(path):
     try:
         with zipfile.ZipFile(path) as archive:
             members = {_array_name(member): member for member in archive.namelist()}
+            for info in archive.infolist():
+                _check_member_supported(path, archive, info)
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error}).") from error
     if _SPARSE_ARCHIVE_NAMES <= members.keys():
@@ -113,6 +115,35 @@ def _load_npz(path):
         f"{path}: the archive contains the arrays {list(members)}; store the data "
         "under the name 'X' or as the only array."
     )
+
+
+# The general purpose flag bit that marks an encrypted zip member.
+_ZIP_ENCRYPTED_FLAG = 0x1
+
+
+def _check_member_supported(path, archive, info):
+    """Raise DataError if :mod:`zipfile` cannot read the member ``info``.
+
+    Archives written by numpy.savez never contain such members, but other zip
+    tools can write encrypted members and compression methods, such as
+    Deflate64, that zipfile rejects.
+    """
+    rewrite = "Write the archive again with numpy.savez or numpy.savez_compressed."
+    if info.flag_bits & _ZIP_ENCRYPTED_FLAG:
+        raise DataError(
+            f"{path}: the archive member {info.filename!r} is encrypted, and "
+            f"encrypted .npz archives are not supported. {rewrite}"
+        )
+    try:
+        # Opening a member reads its local header and fails before any data
+        # is read when the compression method is not supported.
+        archive.open(info).close()
+    except NotImplementedError as error:
+        raise DataError(
+            f"{path}: the archive member {info.filename!r} uses a compression "
+            f"method or zip feature that Python's zipfile module cannot read "
+            f"(compression method {info.compress_type}: {error}). {rewrite}"
+        ) from error
 
 
 def _array_name(member):

@@ -807,6 +807,50 @@ def test_sparse_archive_unsupported_format(tmp_path):
     assert "format lil" in message
 
 
+def patch_first_member(path, flag_bits=None, compress_type=None):
+    """Set the flag bits or the compression method of the first member of a
+    zip archive, in its local header and in its central directory entry."""
+    raw = bytearray(path.read_bytes())
+    central = raw.index(b"PK\x01\x02")
+    # The flags and the method are at bytes 6 and 8 of a local header, and at
+    # bytes 8 and 10 of a central directory entry.
+    if flag_bits is not None:
+        for offset in (6, central + 8):
+            raw[offset : offset + 2] = flag_bits.to_bytes(2, "little")
+    if compress_type is not None:
+        for offset in (8, central + 10):
+            raw[offset : offset + 2] = compress_type.to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("content", ["dense", "sparse"])
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"flag_bits": 0x1}, "is encrypted"),
+        ({"compress_type": 9}, "(compression method 9: That compression method"),
+    ],
+    ids=["encrypted", "deflate64"],
+)
+def test_npz_unsupported_member_rejected(tmp_path, capsys, content, patch, expected):
+    path = tmp_path / "data.npz"
+    if content == "dense":
+        np.savez(path, X=np.ones((30, 4)))
+    else:
+        sp.save_npz(path, sp.csr_matrix(np.eye(30, 4)), compressed=False)
+    with zipfile.ZipFile(path) as archive:
+        first_member = archive.namelist()[0]
+    patch_first_member(path, **patch)
+    status = _cli.main(["fit", str(path), "--model", str(tmp_path / "m.joblib")])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert f"data.npz: the archive member {first_member!r} " in message
+    assert expected in message
+    assert "numpy.savez or numpy.savez_compressed" in message
+    assert len(message.splitlines()) == 1
+    assert not (tmp_path / "m.joblib").exists()
+
+
 @pytest.mark.parametrize("layout", ["stored", "compressed", "fortran"])
 def test_streamed_npz_fit_matches_npy(tmp_path, digits, layout):
     np.save(tmp_path / "data.npy", digits)
