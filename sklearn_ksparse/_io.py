@@ -236,6 +236,7 @@ def _open_npz_member(path, member):
         header = _read_npy_header(file)
         if header is not None:
             shape, fortran_order, dtype = header
+            _check_header_shape(shape)
             if not fortran_order:
                 return NpzMemberArray(archive, file, shape, dtype, f"{path}:{member}")
         file.close()
@@ -261,6 +262,16 @@ def _read_npy_header(file):
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(file)
     return None
+
+
+def _check_header_shape(shape):
+    # read_array rejects a negative dimension, but the header readers do not,
+    # and a row count of -1 would reach the reader of rows unchecked.
+    if any(length < 0 for length in shape):
+        raise ValueError(
+            f"invalid shape {tuple(shape)} in the array header, because a "
+            "dimension is negative"
+        )
 
 
 class NpzMemberArray:

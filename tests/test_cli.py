@@ -725,6 +725,27 @@ def test_npz_member_shorter_than_header(tmp_path, digits, capsys):
     assert not (tmp_path / "m.joblib").exists()
 
 
+@pytest.mark.parametrize("command", ["fit", "transform"])
+def test_npz_negative_header_shape(tmp_path, capsys, three_column_model, command):
+    path = tmp_path / "negative.npz"
+    header = {"descr": "<f8", "fortran_order": False, "shape": (-1, 3)}
+    with zipfile.ZipFile(path, "w") as archive, archive.open("X.npy", "w") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(np.ones((4, 3)).tobytes())
+    output = tmp_path / "out.npz"
+    if command == "fit":
+        arguments = ["fit", str(path), "--model", str(output), "--quiet"]
+    else:
+        arguments = ["transform", str(path), "--model", str(three_column_model),
+                     "--output", str(output), "--quiet"]  # fmt: skip
+    status = _cli.main(arguments)
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "negative.npz: the archive member 'X.npy' is not a readable" in message
+    assert "invalid shape (-1, 3) in the array header" in message
+    assert not output.exists()
+
+
 def test_npz_fortran_order_loaded_whole(tmp_path, digits):
     table = open_table(save_npz_layout(tmp_path / "data.npz", digits, "fortran"))
     assert isinstance(table.data, np.ndarray)
