@@ -74,7 +74,9 @@ def _load_npy(path):
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
-        raise DataError(f"{path}: not a readable .npy file ({error}).") from error
+        raise DataError(
+            f"{path}: not a readable .npy file ({_describe_error(error)})."
+        ) from error
     if not isinstance(data, np.ndarray):
         # np.load opens any zip archive as an NpzFile, whatever its suffix.
         data.close()
@@ -104,7 +106,9 @@ def _load_npz(path):
             for info in archive.infolist():
                 _check_member_supported(path, archive, info)
     except (zipfile.BadZipFile, OSError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error}).") from error
+        raise DataError(
+            f"{path}: not a readable .npz file ({_describe_error(error)})."
+        ) from error
     if _SPARSE_ARCHIVE_NAMES <= members.keys():
         return _load_sparse_npz(path, members.keys())
     if "X" in members:
@@ -162,7 +166,9 @@ def _load_sparse_npz(path, names):
         raise DataError(_missing_sparse_array_message(path, names, error)) from error
     except (ValueError, OSError, zipfile.BadZipFile, NotImplementedError) as error:
         # load_npz raises NotImplementedError for formats such as "lil".
-        raise DataError(f"{path}: not a readable .npz file ({error}).") from error
+        raise DataError(
+            f"{path}: not a readable .npz file ({_describe_error(error)})."
+        ) from error
     # load_npz does not check the indices, and scipy's compiled routines read
     # and write out of bounds when an index is out of range, so a damaged
     # archive crashes the process unless it is checked before any conversion.
@@ -246,7 +252,7 @@ def _open_npz_member(path, member):
         archive.close()
         raise DataError(
             f"{path}: the archive member {member!r} is not a readable .npy array "
-            f"({error})."
+            f"({_describe_error(error)})."
         ) from error
 
 
@@ -318,7 +324,7 @@ class NpzMemberArray:
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise DataError(
                 f"{self.name}: failed to read rows {start} to {stop - 1} "
-                f"({error}). Check the archive, or write it again."
+                f"({_describe_error(error)}). Check the archive, or write it again."
             ) from error
         if len(buffer) != n_rows * row_nbytes:
             raise DataError(
@@ -331,6 +337,14 @@ class NpzMemberArray:
         """Close the member and the archive."""
         self._file.close()
         self._archive.close()
+
+
+def _describe_error(error):
+    """Return the text of ``error``, or its type name when the text is empty.
+
+    An EOFError from a member that ends early, for one, has no text.
+    """
+    return str(error) or type(error).__name__
 
 
 def _check_zip_archive(path):

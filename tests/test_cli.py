@@ -746,6 +746,23 @@ def test_npz_negative_header_shape(tmp_path, capsys, three_column_model, command
     assert not output.exists()
 
 
+@pytest.mark.parametrize("error", [EOFError(), OSError("disk error")])
+def test_npz_read_error_has_text(tmp_path, digits, error):
+    table = open_table(save_npz_layout(tmp_path / "data.npz", digits, "compressed"))
+
+    def fail_to_read(size=-1):
+        raise error
+
+    table.data._file.read = fail_to_read
+    with pytest.raises(DataError) as raised:
+        next(table.iter_chunks(70))
+    message = str(raised.value)
+    expected = "EOFError" if isinstance(error, EOFError) else "disk error"
+    assert f"data.npz:X.npy: failed to read rows 0 to 69 ({expected})." in message
+    assert "()" not in message
+    table.data.close()
+
+
 def test_npz_fortran_order_loaded_whole(tmp_path, digits):
     table = open_table(save_npz_layout(tmp_path / "data.npz", digits, "fortran"))
     assert isinstance(table.data, np.ndarray)
