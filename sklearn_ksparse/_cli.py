@@ -90,6 +90,15 @@ def _output_path(text):
     return text
 
 
+def _output_file_help(command):
+    """Return the help on how ``command`` writes its output file."""
+    return (
+        f"An existing file is replaced only when the {command} succeeds, by a "
+        "new file with the same permission bits. A symlink is followed and the "
+        "file it points to is replaced. A device, FIFO or socket is rejected."
+    )
+
+
 def build_parser():
     """Build the argument parser with its ``fit`` and ``transform`` subcommands."""
     parser = argparse.ArgumentParser(
@@ -132,8 +141,8 @@ def _add_fit_parser(subparsers):
         required=True,
         type=_output_path,
         metavar="PATH",
-        help="file the fitted model is written to (joblib format); an existing "
-        "file is replaced only when the fit succeeds",
+        help="file the fitted model is written to (joblib format). "
+        + _output_file_help("fit"),
     )
     _add_model_options(parser)
     _add_training_options(parser)
@@ -239,8 +248,7 @@ def _add_transform_parser(subparsers):
         required=True,
         type=_output_path,
         metavar="PATH",
-        help="file the codes are written to (.npz); an existing file is "
-        "replaced only when the transform succeeds",
+        help="file the codes are written to (.npz). " + _output_file_help("transform"),
     )
     _add_chunk_options(parser, "")
     parser.set_defaults(handler=run_transform)

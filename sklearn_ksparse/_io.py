@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 import zipfile
@@ -932,17 +933,64 @@ def _rows_to_array(table, rows, first_row):
 def check_writable(path):
     """Raise :class:`DataError` unless a file can be created at ``path``.
 
-    Called before long work so that a run does not fail only at its end.
+    Called before long work so that a run does not fail only at its end. A
+    symlink is followed, so the checks apply to the file it points to.
     """
     path = os.fspath(path)
     _check_path_not_empty(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):
         raise DataError(f"{path}: the directory {directory} does not exist.")
     if not os.access(directory, os.W_OK):
         raise DataError(f"{path}: permission denied; cannot write in {directory}.")
-    if os.path.isdir(path):
+    if os.path.isdir(target):
         raise DataError(f"{path}: is a directory, expected a file name.")
+    _existing_permissions(path, target)
+
+
+def _existing_permissions(path, target):
+    """Return the permission bits of the file at ``target``, or None if there
+    is no such file.
+
+    Raises DataError if ``target`` is a device, a FIFO or a socket, because
+    replacing it with a regular file would remove it. ``path`` is the name in
+    the message.
+    """
+    try:
+        status = os.stat(target)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _write_error(path, error) from error
+    kind = _special_file_kind(status.st_mode)
+    if kind is not None:
+        raise DataError(
+            f"{path}: is {kind}, not a regular file, and the output would "
+            "replace it with a regular file. Pass the path of a regular file or "
+            "of a new file."
+        )
+    return stat.S_IMODE(status.st_mode)
+
+
+def _special_file_kind(mode):
+    """Return a description of a file that is neither regular nor a directory,
+    or None for those two.
+
+    A directory is left to the caller: check_writable rejects it, and
+    os.replace fails on it.
+    """
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def _check_path_not_empty(path):
@@ -960,16 +1008,32 @@ def atomic_output(path):
     temporary file is removed and any existing file at ``path`` is left as it
     was. The move uses :func:`os.replace`, which is atomic within one file system.
 
+    A symlink at ``path`` is followed: the temporary file is created next to
+    the file it points to and replaces that file, so the link stays a link.
+    An existing file is replaced by a new one with the same permission bits.
+    Other hard links to it keep the old contents.
+
     Raises
     ------
     DataError
-        If ``path`` is empty, or if creating, writing or moving the file
-        raises :class:`OSError`, including an OSError raised by the body.
+        If ``path`` is empty or is a device, a FIFO or a socket, or if
+        creating, writing or moving the file raises :class:`OSError`, including
+        an OSError raised by the body.
     """
     path = os.fspath(path)
     _check_path_not_empty(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}."
+    # os.replace would replace a symlink itself, so the file it points to is
+    # written instead.
+    target = os.path.realpath(path)
+    permissions = _existing_permissions(path, target)
+    # NOTE: the owner and group of an existing file are not copied, so the new
+    # file belongs to the user who runs the command.
+    if permissions is None:
+        # mkstemp creates the file readable by its owner only, so a new file
+        # gets the permissions that a plain open() would give it.
+        permissions = 0o666 & ~_current_umask()
+    directory = os.path.dirname(target)
+    prefix = f".{os.path.basename(target)}."
     try:
         descriptor, temporary = tempfile.mkstemp(
             dir=directory, prefix=prefix, suffix=".tmp"
@@ -977,14 +1041,12 @@ def atomic_output(path):
     except OSError as error:
         raise _write_error(path, error) from error
     try:
-        # mkstemp creates the file readable by its owner only; give it the
-        # permissions a plain open() would.
-        os.chmod(temporary, 0o666 & ~_current_umask())
+        os.chmod(temporary, permissions)
         with os.fdopen(descriptor, "wb") as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as error:
         _remove_if_exists(temporary)
         raise _write_error(path, error) from error

@@ -3,6 +3,8 @@
 import errno
 import io
 import os
+import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -976,6 +978,123 @@ def test_atomic_output_reports_os_errors(tmp_path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert target.read_bytes() == b"good"
     assert sorted(p.name for p in directory.iterdir()) == ["codes.npz", "inside"]
+
+
+def make_special_file(path, kind):
+    """Create a FIFO or a character device at ``path``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return
+    if os.geteuid() != 0:
+        pytest.skip("creating a character device needs root")
+    # The device numbers of /dev/null on Linux.
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+_SPECIAL_FILE_KINDS = {"fifo": "a FIFO (named pipe)", "device": "a character device"}
+
+
+@pytest.mark.parametrize("kind", list(_SPECIAL_FILE_KINDS))
+def test_output_special_file_rejected(tmp_path, kind):
+    special = tmp_path / "special.npz"
+    make_special_file(special, kind)
+    link = tmp_path / "link.npz"
+    link.symlink_to(special)
+    expected = f"is {_SPECIAL_FILE_KINDS[kind]}, not a regular file"
+    for path in [special, link]:
+        with pytest.raises(DataError, match=re.escape(expected)) as raised:
+            check_writable(path)
+        assert str(raised.value).startswith(f"{path}: ")
+        assert "Pass the path of a regular file" in str(raised.value)
+        with pytest.raises(DataError, match=re.escape(expected)):
+            with atomic_output(path) as file:
+                file.write(b"codes")
+    assert not stat.S_ISREG(special.lstat().st_mode)
+    assert link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "special.npz"]
+
+
+@pytest.mark.parametrize("kind", list(_SPECIAL_FILE_KINDS))
+def test_fit_model_special_file_rejected(tmp_path, capsys, kind):
+    special = tmp_path / "model.joblib"
+    make_special_file(special, kind)
+    status = _cli.main(["fit", "--model", str(special), "--quiet", *SMALL_MODEL])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert f"model.joblib: is {_SPECIAL_FILE_KINDS[kind]}, not a regular" in message
+    assert len(message.splitlines()) == 1
+    assert not stat.S_ISREG(special.lstat().st_mode)
+
+
+def record_temporary_directories(monkeypatch):
+    """Return the list that each tempfile.mkstemp call adds its directory to."""
+    directories = []
+    create_temporary = tempfile.mkstemp
+
+    def record(*args, **kwargs):
+        directories.append(kwargs["dir"])
+        return create_temporary(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", record)
+    return directories
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_atomic_output_writes_through_symlink(tmp_path, monkeypatch, target_exists):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "data" / "codes.npz"
+    if target_exists:
+        target.write_bytes(b"old")
+    link = tmp_path / "links" / "codes.npz"
+    link.symlink_to(os.path.join("..", "data", "codes.npz"))
+    directories = record_temporary_directories(monkeypatch)
+    check_writable(link)
+    with atomic_output(link) as file:
+        file.write(b"new")
+    assert link.is_symlink()
+    assert os.readlink(link) == os.path.join("..", "data", "codes.npz")
+    assert target.read_bytes() == b"new"
+    assert directories == [str(tmp_path / "data")]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["codes.npz"]
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["codes.npz"]
+
+
+def test_transform_output_through_symlink(tmp_path, digits, three_column_model):
+    np.save(tmp_path / "data.npy", digits[:, :3])
+    target = tmp_path / "codes-target.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "codes.npz"
+    link.symlink_to(target.name)
+    status = _cli.main(
+        ["transform", str(tmp_path / "data.npy"), "--model", str(three_column_model),
+         "--output", str(link), "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    assert link.is_symlink()
+    assert sp.load_npz(target).shape == (300, 8)
+
+
+@pytest.mark.parametrize("permissions", [0o600, 0o640, 0o755])
+def test_atomic_output_keeps_permissions(tmp_path, permissions):
+    target = tmp_path / "model.joblib"
+    target.write_bytes(b"old")
+    target.chmod(permissions)
+    with atomic_output(target) as file:
+        file.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == permissions
+
+
+def test_atomic_output_new_file_follows_umask(tmp_path):
+    target = tmp_path / "model.joblib"
+    previous_umask = os.umask(0o027)
+    try:
+        with atomic_output(target) as file:
+            file.write(b"new")
+    finally:
+        os.umask(previous_umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
 def test_fit_write_failure_is_one_line(tmp_path, capsys, monkeypatch):
