@@ -84,7 +84,8 @@ def _seed(text):
     return value
 
 
-def _output_path(text):
+def _file_path(text):
+    # An empty path would otherwise be reported as a missing file named "".
     if not text:
         raise argparse.ArgumentTypeError("expected a file path, got an empty string")
     return text
@@ -132,6 +133,7 @@ def _add_fit_parser(subparsers):
     parser.add_argument(
         "data",
         nargs="?",
+        type=_file_path,
         metavar="DATA",
         help="training data file; default: scikit-learn's bundled digits "
         "(1797 rows, 64 pixel columns scaled to [0, 1])",
@@ -139,7 +141,7 @@ def _add_fit_parser(subparsers):
     parser.add_argument(
         "--model",
         required=True,
-        type=_output_path,
+        type=_file_path,
         metavar="PATH",
         help="file the fitted model is written to (joblib format). "
         + _output_file_help("fit"),
@@ -236,17 +238,20 @@ def _add_transform_parser(subparsers):
             "trust."
         ),
     )
-    parser.add_argument("data", metavar="DATA", help="data file to encode")
+    parser.add_argument(
+        "data", type=_file_path, metavar="DATA", help="data file to encode"
+    )
     parser.add_argument(
         "--model",
         required=True,
+        type=_file_path,
         metavar="PATH",
         help="model file written by 'fit'",
     )
     parser.add_argument(
         "--output",
         required=True,
-        type=_output_path,
+        type=_file_path,
         metavar="PATH",
         help="file the codes are written to (.npz). " + _output_file_help("transform"),
     )

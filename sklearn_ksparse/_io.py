@@ -63,6 +63,9 @@ def open_table(path):
 
 
 def check_readable(path):
+    """Raise :class:`DataError` unless ``path`` names a readable file."""
+    if not path:
+        raise DataError("the input path is empty; pass a file name.")
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found.")
     if os.path.isdir(path):

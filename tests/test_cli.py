@@ -948,6 +948,30 @@ def test_empty_output_path_rejected(tmp_path, capsys, monkeypatch, command):
     assert sorted(os.listdir(tmp_path.parent)) == parent_before
 
 
+@pytest.mark.parametrize(
+    "arguments, argument",
+    [
+        (["fit", "", "--model", "m.joblib"], "DATA"),
+        (["transform", "", "--model", "m.joblib", "--output", "o.npz"], "DATA"),
+        (["transform", "data.npy", "--model", "", "--output", "o.npz"], "--model"),
+    ],
+)
+def test_empty_input_path_rejected(tmp_path, capsys, monkeypatch, arguments, argument):
+    monkeypatch.chdir(tmp_path)
+    np.save("data.npy", np.ones((30, 4)))
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(arguments)
+    assert exit_info.value.code == 2
+    message = f"argument {argument}: expected a file path, got an empty string"
+    assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["data.npy"]
+
+
+def test_open_table_rejects_empty_path():
+    with pytest.raises(DataError, match="the input path is empty; pass a file name"):
+        open_table("")
+
+
 def test_atomic_output_rejects_empty_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="the output path is empty"):
