@@ -559,8 +559,9 @@ def _load_model(path):
 def _check_width(model, table, model_path):
     if table.n_features != model.n_features_in_:
         raise CommandError(
-            f"{table.name} has {table.n_features} columns, but the model in "
-            f"{model_path} was fitted on {model.n_features_in_} columns. Encode "
+            f"{table.name} has {_count(table.n_features, 'column')}, but the "
+            f"model in {model_path} was fitted on "
+            f"{_count(model.n_features_in_, 'column')}. Encode "
             "data with the same columns as the training data."
         )
 

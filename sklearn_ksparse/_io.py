@@ -816,8 +816,9 @@ def _raise_unclosed_quote(table):
 
 def _width_error(table, n_fields, where):
     """Return the DataError for a line of ``n_fields`` fields at ``where``."""
+    fields = "field" if table.n_features == 1 else "fields"
     return DataError(
-        f"{table.name}: expected {table.n_features} fields per line, found "
+        f"{table.name}: expected {table.n_features} {fields} per line, found "
         f"{n_fields} {where}. Give every line the fields of the first line, "
         "with an empty field for a missing value."
     )

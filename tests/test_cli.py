@@ -447,6 +447,30 @@ def test_csv_readers_give_same_message(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("header", ["a\n", ""])
+def test_one_column_width_error_singular(tmp_path, csv_reader, header):
+    path = tmp_path / "one.csv"
+    path.write_text(header + "1\n2,3\n")
+    table = open_table(path)
+    with pytest.raises(DataError) as raised:
+        list(table.iter_chunks(10))
+    line = 2 + len(header.splitlines())
+    expected = f"one.csv: expected 1 field per line, found 2 on line {line}."
+    assert expected in str(raised.value)
+
+
+def test_one_column_data_width_mismatch(tmp_path, capsys, three_column_model):
+    np.save(tmp_path / "narrow.npy", np.ones((5, 1)))
+    status = _cli.main(
+        ["transform", str(tmp_path / "narrow.npy"), "--model",
+         str(three_column_model), "--output", str(tmp_path / "codes.npz")]
+    )  # fmt: skip
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "narrow.npy has 1 column, but the model in" in message
+    assert "was fitted on 3 columns." in message
+
+
 def test_width_mismatch_keeps_existing_output(tmp_path, digits, three_column_model):
     np.save(tmp_path / "wide.npy", digits)
     good = sp.random(5, 8, density=0.3, format="csr", random_state=0)
