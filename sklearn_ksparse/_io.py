@@ -356,9 +356,9 @@ def _check_zip_archive(path):
     # pickle, and its error suggests allow_pickle=True, which is unsafe.
     if not zipfile.is_zipfile(path):
         raise DataError(
-            f"{path}: not a zip archive, so not an .npz file written by "
-            "numpy.savez or scipy.sparse.save_npz. Pass such an archive, or a "
-            "CSV or .npy file named with its suffix."
+            f"{path}: not a zip archive, or a truncated one, so not an .npz file "
+            "written by numpy.savez or scipy.sparse.save_npz. Pass such an "
+            "archive, or a CSV or .npy file named with its suffix."
         )
 
 
