@@ -533,25 +533,46 @@ class KSparseAutoencoder(
 
     def _validate_params(self):
         """Check the parameters against ``_parameter_constraints``, and reject
-        booleans where a number is expected.
+        booleans and number types that the constraints mishandle.
 
         scikit-learn's ``Interval(Integral, ...)`` and ``Interval(Real, ...)``
         accept True and False, because bool subclasses int, and
         ``n_components=True`` then fails deep inside NumPy while ``k=True``
         silently means 1. NumPy booleans are checked first, because the
-        constraints reject them with a message that does not say why.
+        constraints reject them with a message that does not say why, and so
+        are real numbers such as ``fractions.Fraction``, on which scikit-learn
+        1.9's ``Interval`` raises a TypeError from ``np.isnan``.
         """
         for name, constraints in self._parameter_constraints.items():
             value = getattr(self, name)
-            number_type = _interval_type(constraints)
-            if number_type is not None and isinstance(value, (bool, np.bool_)):
-                kind = "an int" if number_type is Integral else "a number"
+            intervals = [c for c in constraints if isinstance(c, Interval)]
+            if not intervals:
+                continue
+            if isinstance(value, (bool, np.bool_)):
                 raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be "
-                    f"{kind}, not the bool {value!r}. Pass {name}={int(value)} if "
-                    "that is what you mean."
+                    self._bool_parameter_message(name, value, intervals)
+                )
+            if isinstance(value, Real) and not isinstance(
+                value, (int, float, np.number)
+            ):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an "
+                    f"int or a float, not the {type(value).__name__} {value!r}. "
+                    f"Pass {name}={float(value)!r} instead."
                 )
         super()._validate_params()
+
+    def _bool_parameter_message(self, name, value, intervals):
+        """Return the error message for a boolean given for a number."""
+        kind = "an int" if intervals[0].type is Integral else "a number"
+        message = (
+            f"The {name!r} parameter of {type(self).__name__} must be {kind}, "
+            f"not the bool {value!r}."
+        )
+        # Suggest the integer only where it is itself a valid value.
+        if any(interval.is_satisfied_by(int(value)) for interval in intervals):
+            message += f" Pass {name}={int(value)} if that is what you mean."
+        return message
 
     # ------------------------------------------------------------------
     # Effective values derived from the parameters
@@ -632,6 +653,7 @@ class KSparseAutoencoder(
         return _validate_numeric_data(self, X, reset=reset)
 
     def _new_trainer(self, X, random_state):
+        self._warn_if_small_scale(X)
         pre_bias = initial_pre_bias(X, self.pre_bias_init, X.dtype, random_state)
         n_components = int(self.n_components)
         try:
@@ -648,6 +670,45 @@ class KSparseAutoencoder(
                 f"optimizer): {error}. Lower n_components."
             ) from error
         return self._make_trainer(params, optimizer)
+
+    def _warn_if_small_scale(self, X, max_rows=256):
+        """Warn when X varies too little for Adam's step size.
+
+        Adam moves each weight by up to about ``learning_rate_init`` a step,
+        whatever the scale of the data. With the default step of 1e-3, a fit
+        of 300 x 6 standard normal rows (``n_components=8, k=3``, 20 epochs)
+        scored 0.48 at unit scale and at 1e-3, 0.21 at 1e-4 and below zero
+        at 1e-5. The spread is the
+        root mean square deviation from the column means, on up to
+        ``max_rows`` evenly spaced rows, so that no random numbers are drawn.
+        """
+        n_samples = X.shape[0]
+        if self.solver != "adam" or n_samples < 2:
+            return
+        rows = np.unique(np.linspace(0, n_samples - 1, min(n_samples, max_rows)))
+        # The sample is changed in place, so that sparse input adds one dense
+        # sample of memory at most.
+        deviation = dense_rows(X, rows.astype(np.intp), np.float64)
+        deviation -= deviation.mean(axis=0)
+        largest = max(float(deviation.max()), -float(deviation.min()))
+        if largest == 0:
+            return
+        # Dividing by the largest deviation first keeps tiny squares from
+        # underflowing to zero.
+        deviation /= largest
+        spread = largest * float(np.sqrt(np.mean(np.square(deviation, out=deviation))))
+        if spread < 0.1 * self.learning_rate_init:
+            warnings.warn(
+                f"X varies by about {spread:.3g} around its column means, less "
+                f"than a tenth of learning_rate_init={self.learning_rate_init}. "
+                "Adam moves each weight by up to about learning_rate_init a "
+                "step, so the fit will be poor. Scale X to unit variance, for "
+                "example with StandardScaler, or lower learning_rate_init.",
+                UserWarning,
+                # _warn_if_small_scale, _new_trainer, fit or partial_fit,
+                # _fit_context's wrapper, caller
+                stacklevel=5,
+            )
 
     def _make_optimizer(self, params):
         names = [name for name in TopKTrainer.PARAM_ORDER if name in params]
@@ -1403,14 +1464,6 @@ def _column_mean(X):
         sums = np.bincount(X.indices, weights=X.data, minlength=X.shape[1])
         return sums / X.shape[0]
     return X.mean(axis=0, dtype=np.float64)
-
-
-def _interval_type(constraints):
-    """Return Integral or Real if a constraint is an interval of that type."""
-    for constraint in constraints:
-        if isinstance(constraint, Interval):
-            return constraint.type
-    return None
 
 
 def _explained_variance(X, encoder, k, least_squares=False):

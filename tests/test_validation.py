@@ -2,6 +2,7 @@
 
 import tracemalloc
 import warnings
+from fractions import Fraction
 from numbers import Real
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn import config_context
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_ksparse import KSparseAutoencoder, TrainingDivergedError
@@ -876,6 +877,57 @@ def test_bool_for_real_parameter_raises(name):
     assert f"'{name}' parameter" in message
     assert "must be a number, not the bool True" in message
     assert not hasattr(model, "components_")
+
+
+@pytest.mark.parametrize(
+    "name, value, suggestion",
+    [
+        ("k", True, "Pass k=1 if"),
+        ("k", np.False_, None),
+        ("validation_fraction", True, None),
+        ("tol", False, "Pass tol=0 if"),
+    ],
+)
+def test_bool_suggests_only_valid_values(name, value, suggestion):
+    with pytest.raises(InvalidParameterError) as excinfo:
+        make_model(**{name: value}).fit(make_data())
+    message = str(excinfo.value)
+    assert "not the bool" in message
+    if suggestion is None:
+        assert "Pass" not in message
+    else:
+        assert suggestion in message
+
+
+@pytest.mark.parametrize("name", ["learning_rate_init", "tol", "auxk_coef"])
+def test_fraction_for_real_parameter_raises(name):
+    model = make_model(**{name: Fraction(1, 1000)})
+    with pytest.raises(InvalidParameterError) as excinfo:
+        model.fit(make_data())
+    message = str(excinfo.value)
+    assert "not the Fraction Fraction(1, 1000)" in message
+    assert f"Pass {name}=0.001 instead" in message
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e-200])
+def test_small_scale_data_warns(scale):
+    X = make_data() * scale
+    with pytest.warns(UserWarning, match="learning_rate_init=0.001") as record:
+        make_model().fit(X)
+    scale_warnings = [w for w in record if "varies by about" in str(w.message)]
+    assert len(scale_warnings) == 1
+    assert "StandardScaler" in str(scale_warnings[0].message)
+    assert scale_warnings[0].filename == __file__
+
+
+def test_small_scale_warning_follows_step_size():
+    X = make_data() * 1e-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        make_model(learning_rate_init=1e-7).fit(X)
+        make_model(solver="sgd").fit(X)
+        make_model().fit(X * 1e5)
 
 
 @pytest.mark.parametrize("name", ["k", "learning_rate_init"])
