@@ -77,7 +77,8 @@ def check_readable(path):
 def _load_npy(path):
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, OverflowError) as error:
+        # mmap raises OverflowError for a header shape such as (30, -4).
         raise DataError(
             f"{path}: not a readable .npy file ({_describe_error(error)})."
         ) from error
@@ -168,8 +169,12 @@ def _load_sparse_npz(path, names):
         matrix = sp.load_npz(path)
     except KeyError as error:
         raise DataError(_missing_sparse_array_message(path, names, error)) from error
-    except (ValueError, OSError, zipfile.BadZipFile, NotImplementedError) as error:
-        # load_npz raises NotImplementedError for formats such as "lil".
+    except (
+        ValueError, OSError, zipfile.BadZipFile, NotImplementedError,
+        AttributeError, TypeError,
+    ) as error:  # fmt: skip
+        # load_npz raises NotImplementedError for formats such as "lil",
+        # AttributeError for a numeric "format" and TypeError for a float shape.
         raise DataError(
             f"{path}: not a readable .npz file ({_describe_error(error)})."
         ) from error
@@ -948,9 +953,30 @@ def check_writable(path):
         raise DataError(f"{path}: the directory {directory} does not exist.")
     if not os.access(directory, os.W_OK):
         raise DataError(f"{path}: permission denied; cannot write in {directory}.")
-    if os.path.isdir(target):
+    if os.path.isdir(target) or path.endswith(("/", os.sep)):
         raise DataError(f"{path}: is a directory, expected a file name.")
+    _check_name_length(path, target, directory)
     _existing_permissions(path, target)
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise DataError(
+            f"{path}: permission denied; the file is write-protected. Make it "
+            "writable, or pass another path."
+        )
+
+
+def _check_name_length(path, target, directory):
+    """Raise DataError if the file name is longer than the file system allows."""
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        # pathconf is missing on some systems; writing then reports the error.
+        return
+    length = len(os.fsencode(os.path.basename(target)))
+    if length > limit:
+        raise DataError(
+            f"{path}: the file name is {length} bytes long, more than the "
+            f"{limit} that its file system allows. Pass a shorter name."
+        )
 
 
 def _existing_permissions(path, target):
@@ -1037,7 +1063,9 @@ def atomic_output(path):
         # gets the permissions that a plain open() would give it.
         permissions = 0o666 & ~_current_umask()
     directory = os.path.dirname(target)
-    prefix = f".{os.path.basename(target)}."
+    # A short prefix keeps the temporary name within the file system's limit
+    # on name length whenever the target's name is.
+    prefix = f".{os.path.basename(target)[:32]}."
     try:
         descriptor, temporary = tempfile.mkstemp(
             dir=directory, prefix=prefix, suffix=".tmp"

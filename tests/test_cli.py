@@ -1195,3 +1195,67 @@ def test_fit_summary_shows_k_used(tmp_path, digits, capsys, k, expected):
     assert f"Fitted KSparseAutoencoder(n_components=8, {expected}) on " in output
     if k == "50":
         assert "k=50 is larger than n_components=8; using k=8" in error
+
+
+def test_check_writable_rejects_trailing_slash(tmp_path):
+    existing = tmp_path / "model.joblib"
+    existing.write_bytes(b"old")
+    for path in [f"{existing}/", f"{tmp_path / 'new.joblib'}/"]:
+        with pytest.raises(DataError, match="is a directory, expected a file name"):
+            check_writable(path)
+    assert existing.read_bytes() == b"old"
+
+
+def test_check_writable_rejects_long_name(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    with pytest.raises(DataError, match=f"more than the {limit}"):
+        check_writable(tmp_path / ("m" * (limit + 1)))
+
+
+def test_atomic_output_accepts_name_at_length_limit(tmp_path):
+    # The temporary file's name must not exceed the limit either.
+    path = tmp_path / ("m" * os.pathconf(tmp_path, "PC_NAME_MAX"))
+    check_writable(path)
+    with atomic_output(path) as file:
+        file.write(b"new")
+    assert path.read_bytes() == b"new"
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root may write to write-protected files",
+)
+def test_check_writable_rejects_write_protected_file(tmp_path):
+    path = tmp_path / "model.joblib"
+    path.write_bytes(b"old")
+    path.chmod(0o444)
+    with pytest.raises(DataError, match="write-protected"):
+        check_writable(path)
+
+
+def test_npy_with_negative_dimension_is_rejected(tmp_path):
+    path = tmp_path / "negative.npy"
+    header = {"descr": "<f8", "fortran_order": False, "shape": (30, -4)}
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(np.zeros(120).tobytes())
+    with pytest.raises(DataError, match="not a readable .npy file"):
+        open_table(str(path))
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [{"format": np.array(5)}, {"shape": np.array([20.5, 5])}],
+    ids=["numeric-format", "float-shape"],
+)
+def test_sparse_npz_with_odd_metadata_is_rejected(tmp_path, arrays):
+    matrix = sp.random(20, 5, density=0.3, format="csr", random_state=0)
+    content = {
+        "format": np.array("csr"), "shape": np.array(matrix.shape),
+        "data": matrix.data, "indices": matrix.indices, "indptr": matrix.indptr,
+    }  # fmt: skip
+    content.update(arrays)
+    path = tmp_path / "odd.npz"
+    np.savez(path, **content)
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        open_table(str(path))
