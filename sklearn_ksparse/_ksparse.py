@@ -47,6 +47,8 @@ from ._training import (
     make_optimizer,
 )
 
+# The data-scale warning of Adam fits needs at least this many rows.
+_MIN_ROWS_FOR_SCALE_CHECK = 16
 # Other formats are converted to CSR, whose row slicing the minibatches need.
 _ACCEPTED_SPARSE = "csr"
 # Minibatches whose encoder product is below this many flops train with one BLAS
@@ -556,11 +558,27 @@ class KSparseAutoencoder(
                 value, (int, float, np.number)
             ):
                 raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an "
-                    f"int or a float, not the {type(value).__name__} {value!r}. "
-                    f"Pass {name}={float(value)!r} instead."
+                    self._odd_number_message(name, value, intervals)
                 )
         super()._validate_params()
+
+    def _odd_number_message(self, name, value, intervals):
+        """Return the error message for a real number of another type, such as
+        ``fractions.Fraction``, with a suggestion only where it is valid."""
+        integral = intervals[0].type is Integral
+        kind = "an int" if integral else "an int or a float"
+        message = (
+            f"The {name!r} parameter of {type(self).__name__} must be {kind}, "
+            f"not the {type(value).__name__} {value!r}."
+        )
+        try:
+            suggestion = int(value) if integral else float(value)
+        except (OverflowError, ValueError):
+            return message
+        if suggestion == value or not integral:
+            if any(interval.is_satisfied_by(suggestion) for interval in intervals):
+                message += f" Pass {name}={suggestion!r} instead."
+        return message
 
     def _bool_parameter_message(self, name, value, intervals):
         """Return the error message for a boolean given for a number."""
@@ -683,20 +701,26 @@ class KSparseAutoencoder(
         ``max_rows`` evenly spaced rows, so that no random numbers are drawn.
         """
         n_samples = X.shape[0]
-        if self.solver != "adam" or n_samples < 2:
+        # A handful of rows, such as a first partial_fit call on two rows,
+        # says too little about the spread of the data.
+        if self.solver != "adam" or n_samples < _MIN_ROWS_FOR_SCALE_CHECK:
             return
         rows = np.unique(np.linspace(0, n_samples - 1, min(n_samples, max_rows)))
         # The sample is changed in place, so that sparse input adds one dense
         # sample of memory at most.
         deviation = dense_rows(X, rows.astype(np.intp), np.float64)
-        deviation -= deviation.mean(axis=0)
-        largest = max(float(deviation.max()), -float(deviation.min()))
-        if largest == 0:
-            return
-        # Dividing by the largest deviation first keeps tiny squares from
-        # underflowing to zero.
-        deviation /= largest
-        spread = largest * float(np.sqrt(np.mean(np.square(deviation, out=deviation))))
+        with np.errstate(all="ignore"):
+            # Values near the float64 limit overflow the mean; such data is
+            # not small, so the check stops there.
+            deviation -= deviation.mean(axis=0)
+            largest = max(float(deviation.max()), -float(deviation.min()))
+            if largest == 0 or not math.isfinite(largest):
+                return
+            # Dividing by the largest deviation first keeps tiny squares from
+            # underflowing to zero.
+            deviation /= largest
+            mean_square = float(np.mean(np.square(deviation, out=deviation)))
+        spread = largest * math.sqrt(mean_square)
         if spread < 0.1 * self.learning_rate_init:
             warnings.warn(
                 f"X varies by about {spread:.3g} around its column means, less "

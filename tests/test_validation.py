@@ -909,6 +909,37 @@ def test_fraction_for_real_parameter_raises(name):
     assert f"Pass {name}=0.001 instead" in message
 
 
+@pytest.mark.parametrize(
+    "name, value, suggestion",
+    [
+        ("n_components", Fraction(8), "Pass n_components=8 instead"),
+        ("k", Fraction(5, 2), None),
+        ("learning_rate_init", Fraction(10**400), None),
+        ("learning_rate_init", Fraction(1, 10**400), None),
+    ],
+)
+def test_fraction_suggests_only_valid_values(name, value, suggestion):
+    with pytest.raises(InvalidParameterError) as excinfo:
+        make_model(**{name: value}).fit(make_data())
+    message = str(excinfo.value)
+    assert "not the Fraction" in message
+    if suggestion is None:
+        assert "Pass" not in message
+    else:
+        assert suggestion in message
+
+
+def test_small_scale_check_skips_few_rows_and_huge_values():
+    tiny = make_data(n_samples=2) * 1e-5
+    huge = make_data()
+    huge[:, 0] = 1e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model(batch_size=2).partial_fit(tiny)
+        model = make_model()
+        model._warn_if_small_scale(huge)
+
+
 @pytest.mark.parametrize("scale", [1e-5, 1e-200])
 def test_small_scale_data_warns(scale):
     X = make_data() * scale
