@@ -702,7 +702,7 @@ class KSparseAutoencoder(
         """
         n_samples = X.shape[0]
         # A handful of rows, such as a first partial_fit call on two rows,
-        # says too little about the spread of the data.
+        # cannot show the spread of the data.
         if self.solver != "adam" or n_samples < _MIN_ROWS_FOR_SCALE_CHECK:
             return
         rows = np.unique(np.linspace(0, n_samples - 1, min(n_samples, max_rows)))
@@ -710,8 +710,8 @@ class KSparseAutoencoder(
         # sample of memory at most.
         deviation = dense_rows(X, rows.astype(np.intp), np.float64)
         with np.errstate(all="ignore"):
-            # Values near the float64 limit overflow the mean; such data is
-            # not small, so the check stops there.
+            # Values near the float64 limit overflow the mean, and such data
+            # is not small, so the check stops there.
             deviation -= deviation.mean(axis=0)
             largest = max(float(deviation.max()), -float(deviation.min()))
             if largest == 0 or not math.isfinite(largest):
