@@ -315,7 +315,12 @@ def _print_error(error):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    text = str(message)
+    if "learning_rate_init" in text:
+        # The estimator's messages name its parameter, which the command line
+        # sets with --learning-rate.
+        text += " On the command line, lower --learning-rate."
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------

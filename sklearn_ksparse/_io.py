@@ -336,8 +336,9 @@ class NpzMemberArray:
                 f"({_describe_error(error)}). Check the archive, or write it again."
             ) from error
         if len(buffer) != n_rows * row_nbytes:
+            first_missing = start + len(buffer) // max(row_nbytes, 1)
             raise DataError(
-                f"{self.name}: the member ends before row {stop - 1}, so the "
+                f"{self.name}: the member ends before row {first_missing}, so the "
                 "archive is truncated. Write it again with numpy.savez."
             )
         return np.frombuffer(buffer, dtype=self.dtype).reshape((n_rows, *row_shape))

@@ -737,7 +737,8 @@ def test_npz_table_slices_out_of_order(tmp_path, digits, layout):
 
 def test_npz_member_shorter_than_header(tmp_path, digits, capsys):
     path = tmp_path / "short.npz"
-    header = {"descr": "<f8", "fortran_order": False, "shape": (301, 64)}
+    # The last chunk asks for rows 300 to 329, and row 300 is the first missing.
+    header = {"descr": "<f8", "fortran_order": False, "shape": (330, 64)}
     with zipfile.ZipFile(path, "w") as archive, archive.open("X.npy", "w") as file:
         np.lib.format.write_array_header_1_0(file, header)
         file.write(digits.tobytes())
@@ -1259,3 +1260,15 @@ def test_sparse_npz_with_odd_metadata_is_rejected(tmp_path, arrays):
     np.savez(path, **content)
     with pytest.raises(DataError, match="not a readable .npz file"):
         open_table(str(path))
+
+
+def test_small_scale_warning_names_cli_option(tmp_path, digits, capsys):
+    np.save(tmp_path / "tiny.npy", digits * 1e-7)
+    status = _cli.main(
+        ["fit", str(tmp_path / "tiny.npy"), "--model", str(tmp_path / "m.joblib"),
+         "--quiet", *SMALL_MODEL]
+    )  # fmt: skip
+    assert status == 0
+    message = capsys.readouterr().err
+    assert "warning: X varies by about" in message
+    assert "On the command line, lower --learning-rate." in message
