@@ -768,26 +768,18 @@ def _parse_rest_after_width_error(table, chunk_rows, first_row):
     yield from _parse_with_csv_module(table, chunk_rows, first_row)
 
 
-def _raise_wrong_width(table):
-    """Raise a DataError naming the first data line of the wrong width, if any.
+def _raise_wrong_width(table, first_row=0, n_rows=None):
+    """Raise a DataError naming the first data line of the wrong width, if any,
+    among the data rows from ``first_row`` on (``n_rows`` of them, or all).
 
-    A trailing delimiter does not count as a field.
+    A trailing delimiter does not count as a field. The standard-library
+    parser rejects such a line as it reads it, and pandas fills a narrow line
+    with missing values, so the pandas reader calls this to give the same
+    message.
     """
-    for line, fields in table.data_lines():
-        fields = _drop_trailing_empty_field(fields, table.n_features)
-        if len(fields) != table.n_features:
-            raise _width_error(table, len(fields), f"on line {line}")
-
-
-def _raise_short_line(table, first_row, n_rows):
-    """Raise the width error for the first line of the wrong width among the
-    data rows ``first_row`` to ``first_row + n_rows``.
-
-    The standard-library parser rejects such a line as it reads it, so this
-    gives the pandas reader the same message.
-    """
+    stop = None if n_rows is None else first_row + n_rows
     for row, (line, fields) in enumerate(table.data_lines()):
-        if row >= first_row + n_rows:
+        if stop is not None and row >= stop:
             return
         fields = _drop_trailing_empty_field(fields, table.n_features)
         if row >= first_row and len(fields) != table.n_features:
@@ -848,7 +840,7 @@ def _frame_to_array(table, frame, first_row):
     if frame.isna().to_numpy().any():
         # pandas fills a line with fewer fields than the header with missing
         # values, so a narrow line is found before the values are checked.
-        _raise_short_line(table, first_row, frame.shape[0])
+        _raise_wrong_width(table, first_row, frame.shape[0])
     for column in range(frame.shape[1]):
         values = frame.iloc[:, column]
         if pd.api.types.is_bool_dtype(values):
