@@ -696,9 +696,9 @@ class KSparseAutoencoder(
         whatever the scale of the data. With the default step of 1e-3, a fit
         of 300 x 6 standard normal rows (``n_components=8, k=3``, 20 epochs)
         scored 0.48 at unit scale and at 1e-3, 0.21 at 1e-4 and below zero
-        at 1e-5. The spread is the
-        root mean square deviation from the column means, on up to
-        ``max_rows`` evenly spaced rows, so that no random numbers are drawn.
+        at 1e-5. The spread is the root mean square deviation from the column
+        means, on up to ``max_rows`` evenly spaced rows, so that no random
+        numbers are drawn.
         """
         n_samples = X.shape[0]
         # A handful of rows, such as a first partial_fit call on two rows,
@@ -706,21 +706,16 @@ class KSparseAutoencoder(
         if self.solver != "adam" or n_samples < _MIN_ROWS_FOR_SCALE_CHECK:
             return
         rows = np.unique(np.linspace(0, n_samples - 1, min(n_samples, max_rows)))
-        # The sample is changed in place, so that sparse input adds one dense
-        # sample of memory at most.
         deviation = dense_rows(X, rows.astype(np.intp), np.float64)
+        squares = _ScaledSumOfSquares()
         with np.errstate(all="ignore"):
             # Values near the float64 limit overflow the mean, and such data
-            # is not small, so the check stops there.
+            # is not small, so the check stops when the sum is not finite.
             deviation -= deviation.mean(axis=0)
-            largest = max(float(deviation.max()), -float(deviation.min()))
-            if largest == 0 or not math.isfinite(largest):
-                return
-            # Dividing by the largest deviation first keeps tiny squares from
-            # underflowing to zero.
-            deviation /= largest
-            mean_square = float(np.mean(np.square(deviation, out=deviation)))
-        spread = largest * math.sqrt(mean_square)
+            squares.add(deviation)
+        if not squares.is_finite or squares.ssq == 0:
+            return
+        spread = squares.scale * math.sqrt(squares.ssq / deviation.size)
         if spread < 0.1 * self.learning_rate_init:
             warnings.warn(
                 f"X varies by about {spread:.3g} around its column means, less "
