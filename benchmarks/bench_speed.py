@@ -174,7 +174,7 @@ def gemm_gflops(repeats, size=2048, convert=None):
     """Return the float32 GEMM rate of a square product, in GFLOP/s.
 
     ``convert`` turns the NumPy operands into another library's arrays, such
-    as ``torch.from_numpy``; None times NumPy itself.
+    as ``torch.from_numpy``. None times NumPy itself.
     """
     rng = np.random.default_rng(0)
     A = rng.random((size, size), dtype=np.float32)

@@ -212,11 +212,11 @@ def _missing_sparse_array_message(path, names, error):
     missing = [name for name in expected if name not in names]
     if missing:
         noun = "array" if len(missing) == 1 else "arrays"
-        what = f"the {noun} {' and '.join(map(repr, missing))}"
+        missing_text = f"the {noun} {' and '.join(map(repr, missing))}"
     else:
-        what = f"an array ({error.args[0] if error.args else error})"
+        missing_text = f"an array ({error.args[0] if error.args else error})"
     return (
-        f"{path}: the sparse {sparse_format} archive is missing {what}. Write "
+        f"{path}: the sparse {sparse_format} archive is missing {missing_text}. Write "
         "the matrix again with scipy.sparse.save_npz."
     )
 

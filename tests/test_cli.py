@@ -737,7 +737,7 @@ def test_npz_table_slices_out_of_order(tmp_path, digits, layout):
 
 def test_npz_member_shorter_than_header(tmp_path, digits, capsys):
     path = tmp_path / "short.npz"
-    # The last chunk asks for rows 300 to 329, and row 300 is the first missing.
+    # The last chunk requests rows 300 to 329, and row 300 is the first missing.
     header = {"descr": "<f8", "fortran_order": False, "shape": (330, 64)}
     with zipfile.ZipFile(path, "w") as archive, archive.open("X.npy", "w") as file:
         np.lib.format.write_array_header_1_0(file, header)

@@ -914,7 +914,7 @@ def test_fraction_for_real_parameter_raises(name):
     assert f"Pass {name}=0.001 instead" in message
 
 
-def test_small_scale_check_skips_few_rows_and_huge_values():
+def test_scale_check_quiet_on_edge_data():
     tiny = make_data(n_samples=2) * 1e-5
     huge = make_data()
     huge[:, 0] = 1e308
